@@ -1,0 +1,8 @@
+//! Test-time scaling strategies. Each sees its backend only through `ponder_core::Backend`
+//! and checks the capabilities it needs when it is built.
+
+pub mod registry;
+pub mod self_consistency;
+
+pub use registry::Registry;
+pub use self_consistency::{SelfConsistency, SelfConsistencyConfig, SelfConsistencyFactory};

@@ -1,0 +1,66 @@
+//! The strategy registry: names → factories, for the CLI, the server and the harness.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ponder_core::{BuildError, StrategyFactory, StrategyInfo};
+
+use crate::self_consistency::SelfConsistencyFactory;
+
+/// Strategies by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    factories: BTreeMap<&'static str, Arc<dyn StrategyFactory>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.factories.keys()).finish()
+    }
+}
+
+impl Registry {
+    /// Every strategy Ponder ships.
+    pub fn builtin() -> Self {
+        let mut r = Registry::default();
+        r.register(Arc::new(SelfConsistencyFactory));
+        r
+    }
+
+    /// Adds (or replaces) a strategy under its own name.
+    pub fn register(&mut self, factory: Arc<dyn StrategyFactory>) {
+        self.factories.insert(factory.info().name, factory);
+    }
+
+    /// The factory called `name`; the error lists the known names.
+    pub fn get(&self, name: &str) -> Result<&Arc<dyn StrategyFactory>, BuildError> {
+        self.factories
+            .get(name)
+            .ok_or_else(|| BuildError::UnknownStrategy {
+                name: name.to_string(),
+                known: self.names().join(", "),
+            })
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.factories.keys().copied().collect()
+    }
+
+    pub fn infos(&self) -> Vec<StrategyInfo> {
+        self.factories.values().map(|f| f.info()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_strategy_lists_the_known_ones() {
+        let err = Registry::builtin().get("self-consistensy").err().map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("unknown strategy `self-consistensy` (known: self-consistency)")
+        );
+    }
+}
