@@ -95,7 +95,10 @@ fn strip_thousands(s: &str) -> String {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Number {
     /// `num / den` in lowest terms, `den > 0`.
-    Rational { num: i128, den: i128 },
+    Rational {
+        num: i128,
+        den: i128,
+    },
     Real(f64),
 }
 
@@ -184,7 +187,11 @@ fn split_frac(s: &str) -> Option<(&str, &str)> {
 /// An unsigned decimal: `12`, `0.5`, `.5`, `3.` → exact rational.
 fn parse_plain(s: &str) -> Option<Number> {
     if s.is_empty() || s.len() > 30 {
-        return s.parse::<f64>().ok().filter(|x| x.is_finite()).map(Number::Real);
+        return s
+            .parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite())
+            .map(Number::Real);
     }
     let (int, frac) = s.split_once('.').unwrap_or((s, ""));
     if !(int.bytes().all(|b| b.is_ascii_digit()) && frac.bytes().all(|b| b.is_ascii_digit())) {
@@ -283,8 +290,14 @@ mod tests {
     #[test]
     fn reals_compare_with_relative_tolerance() {
         // 1e-4 relative: 100000 vs 100000.5 differ by 5e-6 relative → equal; vs 100020 → 2e-4 → not.
-        assert!(numbers_equal(Number::Real(100000.0), Number::Real(100000.5)));
-        assert!(!numbers_equal(Number::Real(100000.0), Number::Real(100020.0)));
+        assert!(numbers_equal(
+            Number::Real(100000.0),
+            Number::Real(100000.5)
+        ));
+        assert!(!numbers_equal(
+            Number::Real(100000.0),
+            Number::Real(100020.0)
+        ));
         assert!(numbers_equal(
             Number::Real(0.5),
             Number::Rational { num: 1, den: 2 }
@@ -300,9 +313,18 @@ mod tests {
 
     #[test]
     fn numbers_parse_exactly() {
-        assert_eq!(parse_number("12"), Some(Number::Rational { num: 12, den: 1 }));
-        assert_eq!(parse_number("-0.25"), Some(Number::Rational { num: -1, den: 4 }));
-        assert_eq!(parse_number("\\frac{3}{6}"), Some(Number::Rational { num: 1, den: 2 }));
+        assert_eq!(
+            parse_number("12"),
+            Some(Number::Rational { num: 12, den: 1 })
+        );
+        assert_eq!(
+            parse_number("-0.25"),
+            Some(Number::Rational { num: -1, den: 4 })
+        );
+        assert_eq!(
+            parse_number("\\frac{3}{6}"),
+            Some(Number::Rational { num: 1, den: 2 })
+        );
         assert_eq!(parse_number("1/0"), None);
         assert_eq!(parse_number("abc"), None);
         assert_eq!(parse_number(""), None);

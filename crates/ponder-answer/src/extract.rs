@@ -189,15 +189,27 @@ mod tests {
     #[test]
     fn extraction_cases() {
         check("so \\boxed{42}.", Some(("42", Method::Boxed)));
-        check("\\boxed{1} then \\boxed{\\frac{1}{2}}", Some(("\\frac{1}{2}", Method::Boxed)));
+        check(
+            "\\boxed{1} then \\boxed{\\frac{1}{2}}",
+            Some(("\\frac{1}{2}", Method::Boxed)),
+        );
         check("\\fbox{7} and later \\boxed{8", Some(("7", Method::Boxed)));
         check("Step 1: 3 + 4 = 7.\n#### 7", Some(("7", Method::Hashes)));
         check("The answer is $12$.", Some(("12", Method::AnswerIs)));
         check("the answer is 5\nmore", Some(("5", Method::AnswerIs)));
         check("Final Answer: \\boxed{x+1}", Some(("x+1", Method::Boxed)));
-        check("Final Answer: 17 apples", Some(("17 apples", Method::FinalAnswer)));
-        check("<Answer>: 9\n<end of response>", Some(("9", Method::AnswerTag)));
-        check("we get 1,234 and then -3.5", Some(("-3.5", Method::LastNumber)));
+        check(
+            "Final Answer: 17 apples",
+            Some(("17 apples", Method::FinalAnswer)),
+        );
+        check(
+            "<Answer>: 9\n<end of response>",
+            Some(("9", Method::AnswerTag)),
+        );
+        check(
+            "we get 1,234 and then -3.5",
+            Some(("-3.5", Method::LastNumber)),
+        );
         check("ratio 3/4", Some(("3/4", Method::LastNumber)));
         check("no numbers here", None);
         check("", None);
@@ -206,7 +218,10 @@ mod tests {
 
     #[test]
     fn thinking_is_skipped_unless_nothing_follows() {
-        check("<think>\\boxed{1}</think>The answer is 2", Some(("2", Method::AnswerIs)));
+        check(
+            "<think>\\boxed{1}</think>The answer is 2",
+            Some(("2", Method::AnswerIs)),
+        );
         check("<think>so \\boxed{3}</think>\n", Some(("3", Method::Boxed)));
     }
 
@@ -220,7 +235,15 @@ mod tests {
 
     #[test]
     fn odd_text_never_panics() {
-        for text in ["\\boxed{{{{", "}}}\\boxed{", "é\\boxed{é}", "-", "#### ", "1/", "–1"] {
+        for text in [
+            "\\boxed{{{{",
+            "}}}\\boxed{",
+            "é\\boxed{é}",
+            "-",
+            "#### ",
+            "1/",
+            "–1",
+        ] {
             let _ = extract_answer(text, &ExtractOptions::default());
         }
         check("é\\boxed{é}", Some(("é", Method::Boxed)));

@@ -61,7 +61,9 @@ impl Vote {
 
     /// The cluster index of trace `trace`, if it voted.
     pub fn cluster_of(&self, trace: usize) -> Option<usize> {
-        self.clusters.iter().position(|c| c.members.contains(&trace))
+        self.clusters
+            .iter()
+            .position(|c| c.members.contains(&trace))
     }
 }
 
@@ -122,7 +124,10 @@ fn pick(clusters: &[Cluster], options: VoteOptions, rng: &mut SeededRng) -> Opti
             f64::from(c.votes)
         }
     };
-    let best = clusters.iter().map(primary).fold(f64::NEG_INFINITY, f64::max);
+    let best = clusters
+        .iter()
+        .map(primary)
+        .fold(f64::NEG_INFINITY, f64::max);
     let tied: Vec<usize> = (0..clusters.len())
         .filter(|&i| primary(&clusters[i]) == best)
         .collect();
@@ -150,7 +155,11 @@ mod tests {
         list.iter().map(|a| a.map(str::to_string)).collect()
     }
 
-    fn winner(list: &[Option<&str>], scores: Option<&[f64]>, options: VoteOptions) -> Option<String> {
+    fn winner(
+        list: &[Option<&str>],
+        scores: Option<&[f64]>,
+        options: VoteOptions,
+    ) -> Option<String> {
         let v = vote(&answers(list), scores, options, &mut SeededRng::new(0));
         v.winning().map(|c| c.representative.clone())
     }
@@ -158,8 +167,19 @@ mod tests {
     #[test]
     fn majority_clusters_equivalent_forms() {
         // 0.5, \frac{1}{2}, 1/2 are one cluster (3 votes) against 2 votes for 3.
-        let list = [Some("3"), Some("0.5"), Some("\\frac{1}{2}"), Some("3"), Some("1/2")];
-        let v = vote(&answers(&list), None, VoteOptions::default(), &mut SeededRng::new(0));
+        let list = [
+            Some("3"),
+            Some("0.5"),
+            Some("\\frac{1}{2}"),
+            Some("3"),
+            Some("1/2"),
+        ];
+        let v = vote(
+            &answers(&list),
+            None,
+            VoteOptions::default(),
+            &mut SeededRng::new(0),
+        );
         assert_eq!(v.clusters.len(), 2);
         assert_eq!(v.winning().map(|c| c.representative.as_str()), Some("0.5"));
         assert_eq!(v.winning().map(|c| c.members.clone()), Some(vec![1, 2, 4]));
@@ -170,10 +190,20 @@ mod tests {
     fn empty_answers_do_not_vote() {
         // Two traces without answers, one with "7": 7 wins with consensus 1/1.
         let list = [None, Some("7"), None];
-        let v = vote(&answers(&list), None, VoteOptions::default(), &mut SeededRng::new(0));
+        let v = vote(
+            &answers(&list),
+            None,
+            VoteOptions::default(),
+            &mut SeededRng::new(0),
+        );
         assert_eq!(v.voters, 1);
         assert_eq!(v.consensus(), 1.0);
-        let none = vote(&answers(&[None, None]), None, VoteOptions::default(), &mut SeededRng::new(0));
+        let none = vote(
+            &answers(&[None, None]),
+            None,
+            VoteOptions::default(),
+            &mut SeededRng::new(0),
+        );
         assert_eq!(none.winner, None);
         assert_eq!(none.consensus(), 0.0);
     }
@@ -182,10 +212,16 @@ mod tests {
     fn ties() {
         let list = [Some("1"), Some("2"), Some("2"), Some("1")];
         // Equal votes, no scores: first appearance wins ("1" came first).
-        assert_eq!(winner(&list, None, VoteOptions::default()).as_deref(), Some("1"));
+        assert_eq!(
+            winner(&list, None, VoteOptions::default()).as_deref(),
+            Some("1")
+        );
         // Scores: cluster "1" = 0.1 + 0.2 = 0.3, cluster "2" = 0.9 + 0.5 = 1.4 → "2".
         let scores = [0.1, 0.9, 0.5, 0.2];
-        assert_eq!(winner(&list, Some(&scores), VoteOptions::default()).as_deref(), Some("2"));
+        assert_eq!(
+            winner(&list, Some(&scores), VoteOptions::default()).as_deref(),
+            Some("2")
+        );
         let first = VoteOptions {
             tie_break: TieBreak::First,
             ..Default::default()
@@ -201,8 +237,14 @@ mod tests {
             weighted: true,
             ..Default::default()
         };
-        assert_eq!(winner(&list, Some(&[0.2, 0.9, 0.2]), weighted).as_deref(), Some("6"));
-        assert_eq!(winner(&list, Some(&[0.2, 0.9, 0.2]), VoteOptions::default()).as_deref(), Some("5"));
+        assert_eq!(
+            winner(&list, Some(&[0.2, 0.9, 0.2]), weighted).as_deref(),
+            Some("6")
+        );
+        assert_eq!(
+            winner(&list, Some(&[0.2, 0.9, 0.2]), VoteOptions::default()).as_deref(),
+            Some("5")
+        );
     }
 
     #[test]
@@ -212,9 +254,7 @@ mod tests {
             tie_break: TieBreak::Random,
             ..Default::default()
         };
-        let pick = |seed| {
-            vote(&answers(&list), None, random, &mut SeededRng::new(seed)).winner
-        };
+        let pick = |seed| vote(&answers(&list), None, random, &mut SeededRng::new(seed)).winner;
         assert_eq!(pick(11), pick(11));
         let seen: std::collections::BTreeSet<_> = (0..64).map(pick).collect();
         assert_eq!(seen.len(), 3);

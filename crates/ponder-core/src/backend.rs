@@ -102,8 +102,10 @@ pub trait Backend: Send + Sync {
 
     /// Starts a generation whose events arrive as they are produced. Dropping or stopping the
     /// returned stream stops the upstream work (asynchronously).
-    fn stream(&self, request: GenerationRequest)
-        -> BoxFuture<'_, Result<CompletionStream, BackendError>>;
+    fn stream(
+        &self,
+        request: GenerationRequest,
+    ) -> BoxFuture<'_, Result<CompletionStream, BackendError>>;
 
     /// Generates all completions of a request.
     fn generate(

@@ -290,7 +290,9 @@ mod tests {
                     stop: None,
                 }));
             }
-            Box::pin(async move { Ok(CompletionStream::new(n, futures_util::stream::iter(events))) })
+            Box::pin(
+                async move { Ok(CompletionStream::new(n, futures_util::stream::iter(events))) },
+            )
         }
     }
 

@@ -15,7 +15,9 @@ pub mod strategy;
 pub mod stream;
 
 pub use backend::{Backend, BoxFuture, Capabilities, Capability, RewardRequest, RewardResponse};
-pub use completion::{Completion, FinishReason, GenerationResponse, TokenLogprob, TopLogprob, Usage};
+pub use completion::{
+    Completion, FinishReason, GenerationResponse, TokenLogprob, TopLogprob, Usage,
+};
 pub use cost::{CostMeter, Metered, RunCost};
 pub use error::{BackendError, BuildError, InvalidRequest, StrategyError};
 pub use request::{GenerationRequest, Message, Prompt, Role, SamplingParams, MAX_TOP_LOGPROBS};

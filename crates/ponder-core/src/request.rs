@@ -153,7 +153,10 @@ impl SamplingParams {
         }
         if let Some(t) = self.temperature {
             if !(t.is_finite() && t >= 0.0) {
-                return bad("temperature", format!("must be a finite number ≥ 0, got {t}"));
+                return bad(
+                    "temperature",
+                    format!("must be a finite number ≥ 0, got {t}"),
+                );
             }
         }
         if let Some(p) = self.top_p {
@@ -232,9 +235,7 @@ impl GenerationRequest {
                     reason: "a chat needs at least one message".into(),
                 });
             }
-            if *continue_final_message
-                && messages.last().map(|m| m.role) != Some(Role::Assistant)
-            {
+            if *continue_final_message && messages.last().map(|m| m.role) != Some(Role::Assistant) {
                 return Err(InvalidRequest {
                     field: "continue_final_message",
                     reason: "the last message must be from the assistant to be continued".into(),
@@ -250,7 +251,11 @@ mod tests {
     use super::*;
 
     fn check(params: SamplingParams, field: Option<&str>) {
-        assert_eq!(params.validate().err().map(|e| e.field), field, "{params:?}");
+        assert_eq!(
+            params.validate().err().map(|e| e.field),
+            field,
+            "{params:?}"
+        );
     }
 
     #[test]

@@ -99,7 +99,9 @@ mod tests {
 
     #[test]
     fn derived_streams_differ_and_repeat() {
-        let a: Vec<u64> = (0..4).map(|_| SeededRng::derive(7, "a").next_u64()).collect();
+        let a: Vec<u64> = (0..4)
+            .map(|_| SeededRng::derive(7, "a").next_u64())
+            .collect();
         assert!(a.windows(2).all(|w| w[0] == w[1]));
         assert_ne!(
             SeededRng::derive(7, "a").next_u64(),

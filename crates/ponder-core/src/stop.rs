@@ -130,7 +130,10 @@ mod tests {
 
     #[test]
     fn held_text_is_released_when_it_is_not_a_stop() {
-        assert_eq!(run(&["</think>"], &["x </th", "ing"]), ("x </thing".into(), None));
+        assert_eq!(
+            run(&["</think>"], &["x </th", "ing"]),
+            ("x </thing".into(), None)
+        );
     }
 
     #[test]

@@ -214,10 +214,7 @@ impl StreamAccumulator {
             Some(u) => u,
             None => Usage {
                 prompt_tokens: 0,
-                completion_tokens: completions
-                    .iter()
-                    .filter_map(|c| c.completion_tokens)
-                    .sum(),
+                completion_tokens: completions.iter().filter_map(|c| c.completion_tokens).sum(),
                 cached_tokens: None,
             },
         };
@@ -297,9 +294,11 @@ mod tests {
         }
         let dropped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = DropFlag(dropped.clone());
-        let events = futures_util::stream::unfold(flag, |flag| async move {
-            Some((delta(0, "tok", 1), flag))
-        });
+        let events =
+            futures_util::stream::unfold(
+                flag,
+                |flag| async move { Some((delta(0, "tok", 1), flag)) },
+            );
         let mut stream = CompletionStream::new(1, events);
         assert!(stream.next_event().await.is_some());
         stream.stop();

@@ -6,9 +6,29 @@ use std::process::Command;
 
 /// Crates that mean HTTP, a server, or tensors.
 const HTTP_SERVER_TENSOR: &[&str] = &[
-    "reqwest", "hyper", "hyper-util", "http", "http-body", "h2", "rustls", "native-tls",
-    "axum", "tower", "tower-http", "actix-web", "warp", "rocket", "tonic", "tiny_http",
-    "candle-core", "tch", "ndarray", "burn", "ort", "llama-cpp-2", "llama-cpp-sys-2",
+    "reqwest",
+    "hyper",
+    "hyper-util",
+    "http",
+    "http-body",
+    "h2",
+    "rustls",
+    "native-tls",
+    "axum",
+    "tower",
+    "tower-http",
+    "actix-web",
+    "warp",
+    "rocket",
+    "tonic",
+    "tiny_http",
+    "candle-core",
+    "tch",
+    "ndarray",
+    "burn",
+    "ort",
+    "llama-cpp-2",
+    "llama-cpp-sys-2",
 ];
 
 struct Graph {
@@ -24,13 +44,23 @@ impl Graph {
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()
             .expect("cargo metadata runs");
-        assert!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
-        let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata is JSON");
+        assert!(
+            out.status.success(),
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let meta: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("metadata is JSON");
         let names: HashMap<String, String> = meta["packages"]
             .as_array()
             .expect("packages")
             .iter()
-            .map(|p| (p["id"].as_str().expect("id").to_string(), p["name"].as_str().expect("name").to_string()))
+            .map(|p| {
+                (
+                    p["id"].as_str().expect("id").to_string(),
+                    p["name"].as_str().expect("name").to_string(),
+                )
+            })
             .collect();
         let mut deps = HashMap::new();
         for node in meta["resolve"]["nodes"].as_array().expect("resolve nodes") {
@@ -66,10 +96,16 @@ impl Graph {
     }
 
     fn assert_free_of(&self, root: &str, forbidden: &[&str]) {
-        assert!(self.deps.contains_key(root), "{root} is not in the workspace");
+        assert!(
+            self.deps.contains_key(root),
+            "{root} is not in the workspace"
+        );
         let closure = self.closure(root);
         let bad: Vec<&&str> = forbidden.iter().filter(|f| closure.contains(**f)).collect();
-        assert!(bad.is_empty(), "{root} must not depend on {bad:?} (directly or transitively)");
+        assert!(
+            bad.is_empty(),
+            "{root} must not depend on {bad:?} (directly or transitively)"
+        );
     }
 }
 

@@ -57,7 +57,10 @@ mod tests {
 
     #[test]
     fn unknown_strategy_lists_the_known_ones() {
-        let err = Registry::builtin().get("self-consistensy").err().map(|e| e.to_string());
+        let err = Registry::builtin()
+            .get("self-consistensy")
+            .err()
+            .map(|e| e.to_string());
         assert_eq!(
             err.as_deref(),
             Some("unknown strategy `self-consistensy` (known: self-consistency)")

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use ponder_answer::{extract_answer, vote, ExtractOptions, TieBreak, VoteOptions};
 use ponder_core::{
     parse_params, Backend, BoxFuture, BuildError, Candidate, Capabilities, GenerationRequest,
-    Message, ParamSpec, Params, Prompt, Role, SamplingParams, SeededRng, Strategy,
-    StrategyError, StrategyFactory, StrategyInfo, StrategyInput, StrategyOutcome, TokenLogprob,
+    Message, ParamSpec, Params, Prompt, Role, SamplingParams, SeededRng, Strategy, StrategyError,
+    StrategyFactory, StrategyInfo, StrategyInput, StrategyOutcome, TokenLogprob,
 };
 use serde::Deserialize;
 
@@ -152,7 +152,10 @@ impl StrategyFactory for SelfConsistencyFactory {
             reason,
         };
         if config.n == 0 || config.n > MAX_N {
-            return Err(invalid("n", format!("must be in 1..={MAX_N}, got {}", config.n)));
+            return Err(invalid(
+                "n",
+                format!("must be in 1..={MAX_N}, got {}", config.n),
+            ));
         }
         let sampling = SamplingParams {
             temperature: Some(config.temperature),
@@ -298,9 +301,7 @@ impl Strategy for SelfConsistency {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ponder_core::{
-        run_strategy, Completion, CompletionStream, FinishReason, StreamEvent,
-    };
+    use ponder_core::{run_strategy, Completion, CompletionStream, FinishReason, StreamEvent};
 
     /// Answers completion `i` with `texts[i]`.
     struct Scripted {
@@ -343,19 +344,32 @@ mod tests {
                     stop: None,
                 }));
             }
-            Box::pin(async move { Ok(CompletionStream::new(n, futures_util::stream::iter(events))) })
+            Box::pin(
+                async move { Ok(CompletionStream::new(n, futures_util::stream::iter(events))) },
+            )
         }
     }
 
-    fn build(params: &[(&str, serde_json::Value)], caps: &Capabilities) -> Result<Arc<dyn Strategy>, BuildError> {
-        let params: Params = params.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    fn build(
+        params: &[(&str, serde_json::Value)],
+        caps: &Capabilities,
+    ) -> Result<Arc<dyn Strategy>, BuildError> {
+        let params: Params = params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
         SelfConsistencyFactory.build(&params, "scripted", caps)
     }
 
     #[tokio::test]
     async fn majority_over_equivalent_answers() {
         let backend = Arc::new(Scripted {
-            texts: vec!["\\boxed{3}", "so \\boxed{0.5}", "The answer is \\frac{1}{2}", "nothing"],
+            texts: vec![
+                "\\boxed{3}",
+                "so \\boxed{0.5}",
+                "The answer is \\frac{1}{2}",
+                "nothing",
+            ],
             seen: Default::default(),
         });
         let caps = backend.capabilities();
@@ -372,7 +386,10 @@ mod tests {
         assert_eq!(result.outcome.selected, Some(1));
         let votes: Vec<Option<u32>> = result.outcome.candidates.iter().map(|c| c.votes).collect();
         assert_eq!(votes, vec![Some(1), Some(2), Some(2), None]);
-        assert_eq!(result.outcome.details["consensus"], serde_json::json!(2.0 / 3.0));
+        assert_eq!(
+            result.outcome.details["consensus"],
+            serde_json::json!(2.0 / 3.0)
+        );
         assert_eq!(result.cost.completion_tokens, 12);
         assert_eq!(result.cost.requests, 1);
         assert_eq!(result.cost.seed, 5);
@@ -399,11 +416,20 @@ mod tests {
             max_stop_strings: None,
         };
         let err = build(&[("n", serde_json::json!(0))], &caps).err();
-        assert!(matches!(err, Some(BuildError::InvalidParam { ref param, .. }) if param == "n"), "{err:?}");
+        assert!(
+            matches!(err, Some(BuildError::InvalidParam { ref param, .. }) if param == "n"),
+            "{err:?}"
+        );
         let err = build(&[("nn", serde_json::json!(2))], &caps).err();
-        assert!(matches!(err, Some(BuildError::UnknownParam { ref param, .. }) if param == "nn"), "{err:?}");
+        assert!(
+            matches!(err, Some(BuildError::UnknownParam { ref param, .. }) if param == "nn"),
+            "{err:?}"
+        );
         let err = build(&[("temperature", serde_json::json!(-1))], &caps).err();
-        assert!(matches!(err, Some(BuildError::InvalidParam { ref param, .. }) if param == "temperature"), "{err:?}");
+        assert!(
+            matches!(err, Some(BuildError::InvalidParam { ref param, .. }) if param == "temperature"),
+            "{err:?}"
+        );
         let _ = Completion::text(0, "", FinishReason::Stop);
     }
 }
