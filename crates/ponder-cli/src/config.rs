@@ -64,7 +64,13 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(
         if path == "." {
             path.clear();
         }
-        let message = inner.to_string();
+        let mut message = inner.to_string();
+        // serde_yaml_ng prefixes nested errors with a path; the path is shown apart.
+        if let Some((head, rest)) = message.split_once(": ") {
+            if !head.contains(' ') && (path == head || path.starts_with(&format!("{head}."))) {
+                message = rest.to_string();
+            }
+        }
         // Depending on the format, an unknown field is reported at its parent's path or at its
         // own; make sure the path ends with the field itself.
         if let Some(field) = unknown_field_name(&message) {

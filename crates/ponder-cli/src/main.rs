@@ -65,8 +65,14 @@ fn main() -> ExitCode {
 /// Prints `error: …`, each cause on a `caused by:` line, then a hint when one applies.
 fn report(error: &anyhow::Error) {
     eprintln!("error: {error}");
+    // Some errors already include their source in their own message; print each text once.
+    let mut previous = error.to_string();
     for cause in error.chain().skip(1) {
-        eprintln!("  caused by: {cause}");
+        let text = cause.to_string();
+        if !previous.contains(&text) {
+            eprintln!("  caused by: {text}");
+        }
+        previous = text;
     }
     if let Some(hint) = hint(error) {
         eprintln!("hint: {hint}");

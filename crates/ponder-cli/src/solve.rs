@@ -175,10 +175,11 @@ fn print_summary(result: &StrategyResult) {
         } else {
             " "
         };
-        let votes = c
-            .votes
-            .map(|v| format!("{v} votes"))
-            .unwrap_or_else(|| "no vote".into());
+        let votes = match c.votes {
+            Some(1) => "1 vote".to_string(),
+            Some(v) => format!("{v} votes"),
+            None => "no vote".to_string(),
+        };
         let tokens = c
             .completion_tokens
             .map(|t| format!("{t} tokens"))
@@ -190,8 +191,9 @@ fn print_summary(result: &StrategyResult) {
         );
     }
     println!(
-        "usage: {} requests ({} retried), {} prompt + {} completion tokens, {} stopped early; {:.2} s; seed {}",
+        "usage: {} request{} ({} retried), {} prompt + {} completion tokens, {} stopped early; {:.2} s; seed {}",
         cost.requests,
+        if cost.requests == 1 { "" } else { "s" },
         cost.retries,
         cost.prompt_tokens,
         cost.completion_tokens,
