@@ -4,6 +4,7 @@
 //! chain and, where it helps, a `hint:` line, and exit with code 2.
 
 mod config;
+mod rescore;
 mod solve;
 mod task;
 
@@ -37,6 +38,8 @@ enum Command {
         #[command(subcommand)]
         command: task::TaskCommand,
     },
+    /// Accuracy of several selection rules (majority, best score, …) over saved samples.
+    Rescore(rescore::RescoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         Command::Solve(args) => solve::run(args),
         Command::Strategies { json } => solve::list_strategies(json),
         Command::Task { command } => task::run(command),
+        Command::Rescore(args) => rescore::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
