@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use ponder_answer::ExtractOptions;
-use ponder_eval::rescore::{load_samples, rescore, RescoreOptions, RescoreReport, Rule};
+use ponder_eval::rescore::{
+    load_samples, rescore, without_last_number, RescoreOptions, RescoreReport, Rule,
+};
 
 #[derive(Debug, Args)]
 pub struct RescoreArgs {
@@ -64,9 +66,10 @@ pub fn run(args: RescoreArgs) -> anyhow::Result<()> {
     let options = RescoreOptions {
         rules,
         k: args.k,
-        extract: ExtractOptions {
-            last_number_fallback: !args.no_last_number,
-            ..ExtractOptions::default()
+        extract: if args.no_last_number {
+            without_last_number(ExtractOptions::default())
+        } else {
+            ExtractOptions::default()
         },
         seed: args.seed,
     };

@@ -238,14 +238,17 @@ fn judge(set: &SampleSet, extract: &ExtractOptions) -> Judged {
 /// The gold answer: a boxed or `####` answer inside it when there is one (a full reference
 /// solution), else the text itself.
 fn gold_answer(gold: &str) -> String {
-    let strict = ExtractOptions {
-        last_number_fallback: false,
-        ..ExtractOptions::default()
-    };
+    let strict = without_last_number(ExtractOptions::default());
     match extract_answer(gold, &strict) {
         Some(e) if gold.contains("\\boxed") || gold.contains("####") => e.answer,
         _ => gold.trim().to_string(),
     }
+}
+
+/// `options` with the last-number fall-back turned off.
+pub fn without_last_number(mut options: ExtractOptions) -> ExtractOptions {
+    options.last_number_fallback = false;
+    options
 }
 
 /// The sample index a rule picks, or `None` when it picks nothing (no answer, no score).
@@ -446,10 +449,7 @@ mod tests {
         ];
         let options = RescoreOptions {
             k: Some(2),
-            extract: ExtractOptions {
-                last_number_fallback: false,
-                ..ExtractOptions::default()
-            },
+            extract: without_last_number(ExtractOptions::default()),
             ..RescoreOptions::default()
         };
         let r = rescore(&sets, &options);
