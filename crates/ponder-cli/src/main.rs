@@ -4,6 +4,8 @@
 //! chain and, where it helps, a `hint:` line, and exit with code 2.
 
 mod config;
+mod eval;
+mod report;
 mod rescore;
 mod solve;
 mod task;
@@ -33,6 +35,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a strategy over a dataset: records.jsonl, summary.json (resumable, shardable).
+    Eval(eval::EvalArgs),
+    /// Compare runs (merging shards) as a table and an HTML page with an accuracy/tokens plot.
+    Report(report::ReportArgs),
     /// The synthetic multi-step arithmetic task.
     Task {
         #[command(subcommand)]
@@ -55,6 +61,8 @@ fn main() -> ExitCode {
         Command::Solve(args) => solve::run(args),
         Command::Strategies { json } => solve::list_strategies(json),
         Command::Task { command } => task::run(command),
+        Command::Eval(args) => eval::run(args),
+        Command::Report(args) => report::run(args),
         Command::Rescore(args) => rescore::run(args),
     };
     match result {

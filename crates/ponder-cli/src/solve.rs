@@ -1,13 +1,15 @@
 //! `ponder solve` and `ponder strategies`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Args;
 use ponder_core::{
-    parse_param_value, run_strategy, Backend, Message, Params, StrategyInput, StrategyResult,
+    parse_param_value, run_strategy, Backend, Message, Params, Strategy, StrategyInput,
+    StrategyResult,
 };
+use ponder_eval::replay::{Pool, ReplayBackend};
 use ponder_openai::{OpenAiBackend, OpenAiConfig};
 use ponder_strategies::Registry;
 
@@ -21,7 +23,8 @@ pub struct SolveArgs {
     /// The question to solve.
     pub question: String,
     /// Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1; repeat for
-    /// replicas. Default: `backend.endpoints` from the config file.
+    /// replicas. Default: `backend.endpoints` from the config file. `replay:FILE` serves saved traces
+    /// instead (a samples file or eval records with questions; no server, no --model).
     #[arg(long, env = "PONDER_BACKEND", value_delimiter = ',')]
     pub backend: Vec<String>,
     /// Model name sent to the server. Default: `backend.model` from the config file.
@@ -44,16 +47,39 @@ pub struct SolveArgs {
     pub json: bool,
 }
 
-/// Everything `solve` needs, after merging flags, environment, file and defaults.
+/// Everything a run needs, after merging flags, environment, file and defaults.
 #[derive(Debug)]
-struct Resolved {
-    backend: OpenAiConfig,
-    strategy: String,
-    params: Params,
-    seed: u64,
+pub(crate) struct Resolved {
+    pub(crate) backend: OpenAiConfig,
+    pub(crate) strategy: String,
+    pub(crate) params: Params,
+    pub(crate) seed: u64,
+}
+
+/// The backend and strategy flags that `solve` and `eval` share.
+#[derive(Debug, Clone)]
+pub(crate) struct RunFlags {
+    pub(crate) backend: Vec<String>,
+    pub(crate) model: Option<String>,
+    pub(crate) strategy: Option<String>,
+    pub(crate) set: Vec<String>,
+    pub(crate) config: Option<PathBuf>,
+    pub(crate) seed: Option<u64>,
 }
 
 fn resolve(args: &SolveArgs) -> anyhow::Result<Resolved> {
+    resolve_flags(&RunFlags {
+        backend: args.backend.clone(),
+        model: args.model.clone(),
+        strategy: args.strategy.clone(),
+        set: args.set.clone(),
+        config: args.config.clone(),
+        seed: args.seed,
+    })
+}
+
+/// Merges flags, environment (read by clap), the config file and defaults.
+pub(crate) fn resolve_flags(args: &RunFlags) -> anyhow::Result<Resolved> {
     let file = match &args.config {
         Some(path) => config::load(path)?,
         None => config::FileConfig::default(),
@@ -68,7 +94,7 @@ fn resolve(args: &SolveArgs) -> anyhow::Result<Resolved> {
     if backend.endpoints.is_empty() {
         bail!("no backend: pass --backend URL (or set PONDER_BACKEND, or backend.endpoints in the config file)");
     }
-    if backend.model.is_empty() {
+    if backend.model.is_empty() && replay_pool(&backend.endpoints).is_none() {
         bail!("no model: pass --model NAME (or set PONDER_MODEL, or backend.model in the config file)");
     }
     let mut params = file.params;
@@ -94,6 +120,35 @@ fn resolve(args: &SolveArgs) -> anyhow::Result<Resolved> {
     })
 }
 
+/// `--backend replay:FILE`: the path of a saved pool of traces (see `ponder_eval::replay`).
+fn replay_pool(endpoints: &[String]) -> Option<&str> {
+    match endpoints {
+        [one] => one.strip_prefix("replay:"),
+        _ => None,
+    }
+}
+
+/// The backend (HTTP, or a replay pool) and the strategy of `resolved`, checked against each
+/// other.
+pub(crate) fn build(resolved: &Resolved) -> anyhow::Result<(Arc<dyn Backend>, Arc<dyn Strategy>)> {
+    let backend: Arc<dyn Backend> = match replay_pool(&resolved.backend.endpoints) {
+        Some(path) => {
+            let pool = Pool::load(Path::new(path))?;
+            Arc::new(ReplayBackend::new(pool, resolved.seed, format!("replay:{path}")))
+        }
+        None => Arc::new(
+            OpenAiBackend::new(resolved.backend.clone())
+                .context("invalid backend configuration")?,
+        ),
+    };
+    let strategy = Registry::builtin().get(&resolved.strategy)?.build(
+        &resolved.params,
+        backend.name(),
+        &backend.capabilities(),
+    )?;
+    Ok((backend, strategy))
+}
+
 pub fn run(args: SolveArgs) -> anyhow::Result<()> {
     let resolved = resolve(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -101,14 +156,7 @@ pub fn run(args: SolveArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let endpoints = resolved.backend.endpoints.join(", ");
-    let backend: Arc<dyn Backend> =
-        Arc::new(OpenAiBackend::new(resolved.backend).context("invalid backend configuration")?);
-    let registry = Registry::builtin();
-    let strategy = registry.get(&resolved.strategy)?.build(
-        &resolved.params,
-        backend.name(),
-        &backend.capabilities(),
-    )?;
+    let (backend, strategy) = build(&resolved)?;
     let input = StrategyInput {
         messages: vec![Message::user(args.question.clone())],
         seed: resolved.seed,

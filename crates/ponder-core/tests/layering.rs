@@ -119,7 +119,12 @@ fn answers_strategies_and_task_see_no_transport() {
     let g = Graph::load();
     let mut forbidden = HTTP_SERVER_TENSOR.to_vec();
     forbidden.push("ponder-openai");
-    for krate in ["ponder-answer", "ponder-strategies", "ponder-task"] {
+    for krate in [
+        "ponder-answer",
+        "ponder-strategies",
+        "ponder-task",
+        "ponder-eval",
+    ] {
         g.assert_free_of(krate, &forbidden);
     }
 }

@@ -159,7 +159,7 @@ pub fn preset_names() -> Vec<&'static str> {
 pub enum DatasetError {
     #[error("unknown dataset `{name}` (presets: {known}; or give a path to a JSONL file)")]
     Unknown { name: String, known: String },
-    #[error("dataset `{name}`: {file} not found; looked in {looked}")]
+    #[error("dataset `{name}`: {file} not found; looked in {looked} (pass --data-dir or set PONDER_DATA_DIR)")]
     NotFound {
         name: String,
         file: String,
@@ -508,7 +508,10 @@ fn parse_line(
     let value: Value =
         serde_json::from_str(text.trim()).map_err(|e| format!("not valid JSON: {e}"))?;
     let Value::Object(obj) = &value else {
-        return Err(format!("expected a JSON object, found {}", type_name(&value)));
+        return Err(format!(
+            "expected a JSON object, found {}",
+            type_name(&value)
+        ));
     };
     let field = |name: &str| {
         obj.get(name).ok_or_else(|| {
@@ -597,7 +600,12 @@ mod tests {
         }
     }
 
-    fn parse(text: &str, f: &FieldMap, gold: GoldFormat, skip: bool) -> Result<(Vec<EvalProblem>, Vec<BadLine>), DatasetError> {
+    fn parse(
+        text: &str,
+        f: &FieldMap,
+        gold: GoldFormat,
+        skip: bool,
+    ) -> Result<(Vec<EvalProblem>, Vec<BadLine>), DatasetError> {
         parse_jsonl("d.jsonl", text.as_bytes(), f, gold, "d", None, skip)
     }
 
@@ -637,16 +645,34 @@ mod tests {
         assert!(e.starts_with("d.jsonl:3: not valid JSON"), "{e}");
         let e = bad_line(&format!("{good}{{\"id\": 2, \"answer\": \"1\"}}\n"), &f);
         assert!(e.starts_with("d.jsonl:2: missing field `question`"), "{e}");
-        let e = bad_line(&format!("{good}{{\"id\": 2, \"question\": 5, \"answer\": \"1\"}}\n"), &f);
-        assert_eq!(e, "d.jsonl:2: field `question` must be a string, found a number");
-        let e = bad_line(&format!("{good}{{\"id\": 2, \"question\": \"q\", \"answer\": [1]}}\n"), &f);
-        assert!(e.contains("d.jsonl:2: field `answer` must be a string or a number"), "{e}");
+        let e = bad_line(
+            &format!("{good}{{\"id\": 2, \"question\": 5, \"answer\": \"1\"}}\n"),
+            &f,
+        );
+        assert_eq!(
+            e,
+            "d.jsonl:2: field `question` must be a string, found a number"
+        );
+        let e = bad_line(
+            &format!("{good}{{\"id\": 2, \"question\": \"q\", \"answer\": [1]}}\n"),
+            &f,
+        );
+        assert!(
+            e.contains("d.jsonl:2: field `answer` must be a string or a number"),
+            "{e}"
+        );
         let e = bad_line(&format!("{good}[1, 2]\n"), &f);
         assert!(e.starts_with("d.jsonl:2: expected a JSON object"), "{e}");
         let e = bad_line(&format!("{good}{good}"), &f);
         assert_eq!(e, "d.jsonl:2: duplicate id `1` (first at line 1)");
-        let e = bad_line(&format!("{{\"id\": 1.5, \"question\": \"q\", \"answer\": \"1\"}}\n"), &f);
-        assert!(e.starts_with("d.jsonl:1: field `id` must be a string or an integer"), "{e}");
+        let e = bad_line(
+            "{\"id\": 1.5, \"question\": \"q\", \"answer\": \"1\"}\n",
+            &f,
+        );
+        assert!(
+            e.starts_with("d.jsonl:1: field `id` must be a string or an integer"),
+            "{e}"
+        );
         // Invalid UTF-8 is a bad line, not a panic.
         let mut bytes = good.as_bytes().to_vec();
         bytes.extend_from_slice(b"\xff\xfe\n");
@@ -676,8 +702,16 @@ mod tests {
     fn limit_keeps_the_first_problems() {
         let f = fields("question", "answer", None);
         let text = "{\"question\": \"a\", \"answer\": \"1\"}\n{\"question\": \"b\", \"answer\": \"2\"}\nbad\n";
-        let (p, _) = parse_jsonl("d", text.as_bytes(), &f, GoldFormat::Plain, "d", Some(2), false)
-            .expect("the bad line lies past the limit");
+        let (p, _) = parse_jsonl(
+            "d",
+            text.as_bytes(),
+            &f,
+            GoldFormat::Plain,
+            "d",
+            Some(2),
+            false,
+        )
+        .expect("the bad line lies past the limit");
         assert_eq!(p.len(), 2);
     }
 
@@ -691,7 +725,10 @@ mod tests {
         let d = choose("math500", &o).expect("preset");
         assert_eq!(d.fields, fields("prompt", "answer", Some("key")));
         let d = choose("data/my.jsonl", &FieldOverrides::default()).expect("path");
-        assert_eq!(d.source, DatasetSource::Path(PathBuf::from("data/my.jsonl")));
+        assert_eq!(
+            d.source,
+            DatasetSource::Path(PathBuf::from("data/my.jsonl"))
+        );
         assert_eq!(d.fields, fields("question", "answer", None));
         assert!(matches!(
             choose("synthetic-easy", &o),
@@ -704,7 +741,14 @@ mod tests {
         let e = choose("gsm9k", &FieldOverrides::default())
             .expect_err("unknown")
             .to_string();
-        for name in ["gsm8k", "math500", "aime24", "aime25", "amc23", "synthetic-hard"] {
+        for name in [
+            "gsm8k",
+            "math500",
+            "aime24",
+            "aime25",
+            "amc23",
+            "synthetic-hard",
+        ] {
             assert!(e.contains(name), "{e}");
         }
     }
@@ -712,13 +756,61 @@ mod tests {
     #[test]
     fn missing_preset_file_says_where_it_looked() {
         let d = choose("aime24", &FieldOverrides::default()).expect("preset");
-        let dirs = vec![PathBuf::from("/nonexistent/a"), PathBuf::from("/nonexistent/b")];
+        let dirs = vec![
+            PathBuf::from("/nonexistent/a"),
+            PathBuf::from("/nonexistent/b"),
+        ];
         let e = d.locate(&dirs).expect_err("missing").to_string();
         assert_eq!(
             e,
-            "dataset `aime24`: aime24.jsonl not found; looked in /nonexistent/a, /nonexistent/b"
+            "dataset `aime24`: aime24.jsonl not found; looked in /nonexistent/a, /nonexistent/b \
+             (pass --data-dir or set PONDER_DATA_DIR)"
         );
-        assert_eq!(search_dirs(Some(Path::new("/x"))), vec![PathBuf::from("/x")]);
+        assert_eq!(
+            search_dirs(Some(Path::new("/x"))),
+            vec![PathBuf::from("/x")]
+        );
+    }
+
+    /// The benchmark folder as seen from this crate (`<repo>/../shared/data/benchmarks`),
+    /// found the way the CLI finds it: by searching the ancestors.
+    fn benchmark_dirs() -> Vec<PathBuf> {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .ancestors()
+            .map(|a| a.join("shared").join("data").join("benchmarks"))
+            .collect()
+    }
+
+    #[test]
+    fn every_benchmark_preset_loads_its_file() {
+        let dirs = benchmark_dirs();
+        // (preset, rows, first id, first gold), from the data README and the files' first lines.
+        let expected = [
+            ("gsm8k", 1319, "gsm8k-0000", "18"),
+            (
+                "math500",
+                500,
+                "test/precalculus/807.json",
+                r"\left( 3, \frac{\pi}{2} \right)",
+            ),
+            ("aime24", 30, "60", "204"),
+            ("aime25", 30, "aime25-0000", "70"),
+            ("amc23", 40, "0", "27"),
+        ];
+        for (name, rows, id, gold) in expected {
+            let d = choose(name, &FieldOverrides::default()).expect("preset");
+            let loaded = d
+                .load(&LoadOptions {
+                    search: dirs.clone(),
+                    ..Default::default()
+                })
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(loaded.problems.len(), rows, "{name}");
+            assert!(loaded.bad_lines.is_empty(), "{name}");
+            assert_eq!(loaded.problems[0].id, id, "{name}");
+            assert_eq!(loaded.problems[0].gold, gold, "{name}");
+            assert!(!loaded.problems[0].question.is_empty(), "{name}");
+        }
     }
 
     #[test]

@@ -92,8 +92,9 @@ struct SavedTrace {
     text: String,
     #[serde(default)]
     tokens: Option<Vec<TokenLogprob>>,
+    /// `stop`, `length`, `aborted` or `error` (anything else reads as `stop`).
     #[serde(default)]
-    finish_reason: Option<FinishReason>,
+    finish_reason: Option<String>,
     #[serde(default)]
     completion_tokens: Option<u64>,
 }
@@ -151,7 +152,10 @@ impl Pool {
                     .map(|t| Trace {
                         text: t.text,
                         tokens: t.tokens,
-                        finish_reason: t.finish_reason.unwrap_or(FinishReason::Stop),
+                        finish_reason: t
+                            .finish_reason
+                            .as_deref()
+                            .map_or(FinishReason::Stop, FinishReason::from_openai),
                         completion_tokens: t.completion_tokens,
                     })
                     .collect(),
