@@ -134,7 +134,11 @@ pub(crate) fn build(resolved: &Resolved) -> anyhow::Result<(Arc<dyn Backend>, Ar
     let backend: Arc<dyn Backend> = match replay_pool(&resolved.backend.endpoints) {
         Some(path) => {
             let pool = Pool::load(Path::new(path))?;
-            Arc::new(ReplayBackend::new(pool, resolved.seed, format!("replay:{path}")))
+            Arc::new(ReplayBackend::new(
+                pool,
+                resolved.seed,
+                format!("replay:{path}"),
+            ))
         }
         None => Arc::new(
             OpenAiBackend::new(resolved.backend.clone())

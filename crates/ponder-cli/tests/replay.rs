@@ -105,7 +105,10 @@ fn eval_then_rescore_then_replay() {
             .expect("JSON summary");
     assert_eq!(rescored["problems"], 12);
     let accuracy = summary["accuracy"].as_f64().expect("accuracy");
-    assert_eq!(rescored["rules"]["majority"]["accuracy"].as_f64(), Some(accuracy));
+    assert_eq!(
+        rescored["rules"]["majority"]["accuracy"].as_f64(),
+        Some(accuracy)
+    );
 
     // The same evaluation (same seed, so the same problems) from the saved traces: no request
     // reaches the server, and each problem's eight candidates are exactly its eight saved
@@ -134,7 +137,13 @@ fn eval_then_rescore_then_replay() {
     // `solve` on one saved question draws distinct saved traces.
     let question = live_records[0]["question"].as_str().expect("question");
     let out = ponder(&[
-        "solve", question, "--backend", &pool, "--set", "n=3", "--json",
+        "solve",
+        question,
+        "--backend",
+        &pool,
+        "--set",
+        "n=3",
+        "--json",
     ]);
     let solved: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     let saved = &texts_by_id(&live_records)[live_records[0]["id"].as_str().expect("id")];

@@ -1,7 +1,9 @@
 //! Test-time scaling strategies. Each sees its backend only through `ponder_core::Backend`
 //! and checks the capabilities it needs when it is built.
 
+pub mod early_stop;
 pub mod registry;
+pub mod sampler;
 pub mod self_consistency;
 
 pub use registry::Registry;

@@ -1,14 +1,20 @@
 //! Self-consistency (Wang et al., 2022): sample N full traces, extract each answer, group the
-//! answers by equivalence and take the majority (reference §1.2).
+//! answers by equivalence and take the majority (reference §1.2), optionally stopping early
+//! once the vote is decided (§1.3: ESC, Adaptive-Consistency's Beta and Dirichlet rules,
+//! doubling rounds).
 
 use std::sync::Arc;
 
 use ponder_answer::{extract_answer, vote, ExtractOptions, TieBreak, VoteOptions};
 use ponder_core::{
-    parse_params, Backend, BoxFuture, BuildError, Candidate, Capabilities, GenerationRequest,
-    Message, ParamSpec, Params, Prompt, Role, SamplingParams, SeededRng, Strategy, StrategyError,
-    StrategyFactory, StrategyInfo, StrategyInput, StrategyOutcome, TokenLogprob,
+    parse_params, Backend, BoxFuture, BuildError, Candidate, Capabilities, FinishReason,
+    GenerationRequest, Message, ParamSpec, Params, Prompt, Role, SamplingParams, SeededRng,
+    Strategy, StrategyError, StrategyFactory, StrategyInfo, StrategyInput, StrategyOutcome,
+    TokenLogprob,
 };
+
+use crate::early_stop::{Dispatch, EarlyStop, StopRule};
+use crate::sampler::{Decision, SampledTrace, Sampler, TraceEnd};
 use serde::Deserialize;
 
 /// The instruction sent as the system message when the input has none.
@@ -50,6 +56,44 @@ pub struct SelfConsistencyConfig {
     /// Fall back to the last number when no answer marker is found. Default: true.
     #[serde(default = "default_true")]
     pub last_number_fallback: bool,
+    /// `none`, `esc`, `beta`, `dirichlet` or `doubling`; `n` is the budget. Default: `none`.
+    #[serde(default)]
+    pub early_stop: EarlyStop,
+    /// `sequential_windows` or `all_at_once_cancel`. Default: sequential for `esc` and
+    /// `doubling`, all-at-once for `beta` and `dirichlet`.
+    #[serde(default)]
+    pub dispatch: Option<Dispatch>,
+    /// ESC window. Default: 5.
+    #[serde(default = "default_window_size")]
+    pub window_size: u32,
+    /// Beta/Dirichlet: stop when P(leader stays leader) ≥ this, in (0.5, 1]. Default: 0.95.
+    #[serde(default = "default_confidence_threshold")]
+    pub confidence_threshold: f64,
+    /// Beta/Dirichlet: answers needed before the first check. Default: 2.
+    #[serde(default = "default_min_samples")]
+    pub min_samples: u32,
+    /// Doubling: stop when the top cluster's share ≥ this, in (0.5, 1]. Default: 0.75.
+    #[serde(default = "default_threshold")]
+    pub threshold: f64,
+    /// Dirichlet: Monte-Carlo draws per check. Default: 1024.
+    #[serde(default = "default_dirichlet_draws")]
+    pub dirichlet_draws: u32,
+}
+
+fn default_window_size() -> u32 {
+    5
+}
+fn default_confidence_threshold() -> f64 {
+    0.95
+}
+fn default_min_samples() -> u32 {
+    2
+}
+fn default_threshold() -> f64 {
+    0.75
+}
+fn default_dirichlet_draws() -> u32 {
+    1024
 }
 
 fn default_n() -> u32 {
@@ -119,6 +163,41 @@ const PARAMS: &[ParamSpec] = &[
         default: "true",
         description: "use the last number when no answer marker is found",
     },
+    ParamSpec {
+        name: "early_stop",
+        default: "none",
+        description: "none | esc | beta | dirichlet | doubling (n is the budget)",
+    },
+    ParamSpec {
+        name: "dispatch",
+        default: "by rule",
+        description: "sequential_windows (esc, doubling) | all_at_once_cancel (beta, dirichlet)",
+    },
+    ParamSpec {
+        name: "window_size",
+        default: "5",
+        description: "esc: samples per window",
+    },
+    ParamSpec {
+        name: "confidence_threshold",
+        default: "0.95",
+        description: "beta, dirichlet: stop when P(leader stays leader) ≥ this",
+    },
+    ParamSpec {
+        name: "min_samples",
+        default: "2",
+        description: "beta, dirichlet: answers before the first check",
+    },
+    ParamSpec {
+        name: "threshold",
+        default: "0.75",
+        description: "doubling: stop when the top cluster's share ≥ this",
+    },
+    ParamSpec {
+        name: "dirichlet_draws",
+        default: "1024",
+        description: "dirichlet: Monte-Carlo draws per check (seeded)",
+    },
 ];
 
 /// Largest `n` accepted (a guard against typos that would fan out thousands of requests).
@@ -157,6 +236,38 @@ impl StrategyFactory for SelfConsistencyFactory {
                 format!("must be in 1..={MAX_N}, got {}", config.n),
             ));
         }
+        for (name, value) in [
+            ("confidence_threshold", config.confidence_threshold),
+            ("threshold", config.threshold),
+        ] {
+            if !(value > 0.5 && value <= 1.0) {
+                return Err(invalid(name, format!("must be in (0.5, 1], got {value}")));
+            }
+        }
+        if config.window_size == 0 {
+            return Err(invalid("window_size", "must be at least 1".into()));
+        }
+        if config.min_samples == 0 {
+            return Err(invalid("min_samples", "must be at least 1".into()));
+        }
+        if config.dirichlet_draws == 0 || config.dirichlet_draws > 1_000_000 {
+            return Err(invalid(
+                "dirichlet_draws",
+                format!("must be in 1..=1000000, got {}", config.dirichlet_draws),
+            ));
+        }
+        let rule = StopRule {
+            kind: config.early_stop,
+            window_size: config.window_size as usize,
+            confidence_threshold: config.confidence_threshold,
+            min_samples: config.min_samples as usize,
+            threshold: config.threshold,
+            dirichlet_draws: config.dirichlet_draws,
+        };
+        let dispatch = config.dispatch.unwrap_or(match config.early_stop {
+            EarlyStop::Beta | EarlyStop::Dirichlet => Dispatch::AllAtOnceCancel,
+            _ => Dispatch::SequentialWindows,
+        });
         let sampling = SamplingParams {
             temperature: Some(config.temperature),
             top_p: config.top_p,
@@ -169,7 +280,12 @@ impl StrategyFactory for SelfConsistencyFactory {
         sampling
             .validate()
             .map_err(|e| invalid(e.field, e.reason))?;
-        Ok(Arc::new(SelfConsistency { config, sampling }))
+        Ok(Arc::new(SelfConsistency {
+            config,
+            sampling,
+            rule,
+            dispatch,
+        }))
     }
 }
 
@@ -178,6 +294,30 @@ impl StrategyFactory for SelfConsistencyFactory {
 pub struct SelfConsistency {
     config: SelfConsistencyConfig,
     sampling: SamplingParams,
+    rule: StopRule,
+    dispatch: Dispatch,
+}
+
+/// One trace as the vote sees it.
+struct TraceView {
+    text: String,
+    tokens: Option<Vec<TokenLogprob>>,
+    finish_reason: FinishReason,
+    completion_tokens: Option<u64>,
+    /// Cancelled in flight: it has no text and does not vote.
+    cancelled: bool,
+}
+
+impl From<SampledTrace> for TraceView {
+    fn from(t: SampledTrace) -> Self {
+        TraceView {
+            cancelled: t.end == TraceEnd::Cancelled,
+            tokens: (!t.tokens.is_empty()).then_some(t.tokens),
+            text: t.text,
+            finish_reason: t.finish_reason,
+            completion_tokens: Some(t.completion_tokens),
+        }
+    }
 }
 
 impl SelfConsistency {
@@ -192,10 +332,208 @@ impl SelfConsistency {
     }
 }
 
+/// `options` with the last-number fall-back set.
+fn with_fallback(mut options: ExtractOptions, fallback: bool) -> ExtractOptions {
+    options.last_number_fallback = fallback;
+    options
+}
+
 /// Mean sampled-token logprob, the secondary score of a trace when logprobs are present.
 fn mean_logprob(tokens: &[TokenLogprob]) -> Option<f64> {
     let lps: Vec<f64> = tokens.iter().filter_map(|t| t.logprob).collect();
     (!lps.is_empty()).then(|| lps.iter().sum::<f64>() / lps.len() as f64)
+}
+
+impl SelfConsistency {
+    fn extract_options(&self) -> ExtractOptions {
+        with_fallback(ExtractOptions::default(), self.config.last_number_fallback)
+    }
+
+    /// The answer a trace votes with: its extracted answer, or the empty answer for a trace
+    /// without one when `count_empty_answers` is set.
+    fn voting_answer(&self, text: &str, options: &ExtractOptions) -> Option<String> {
+        let answer = extract_answer(text, options).map(|e| e.answer);
+        if self.config.count_empty_answers {
+            Some(answer.unwrap_or_default())
+        } else {
+            answer
+        }
+    }
+
+    /// Samples with early stopping; returns the traces and what the rule did.
+    async fn run_early(
+        &self,
+        backend: &Arc<dyn Backend>,
+        prompt: Prompt,
+        seed: u64,
+    ) -> Result<(Vec<TraceView>, serde_json::Value), StrategyError> {
+        let sampler = Sampler {
+            prompt,
+            params: self.sampling.clone(),
+            base_seed: seed,
+        };
+        let budget = self.config.n as usize;
+        let options = self.extract_options();
+        let mut rng = SeededRng::derive(seed, "self-consistency/early-stop");
+        let mut answers: Vec<Option<String>> = Vec::new();
+        let mut stopped = false;
+        let mut rounds = 0u32;
+        let traces = match self.dispatch {
+            Dispatch::SequentialWindows => {
+                let mut all: Vec<SampledTrace> = Vec::new();
+                loop {
+                    let batch = self.rule.next_batch(all.len(), budget);
+                    if batch == 0 {
+                        break;
+                    }
+                    let start = all.len();
+                    let got = sampler
+                        .run(
+                            backend,
+                            start..start + batch,
+                            batch,
+                            |_| None,
+                            |_| Decision::Continue,
+                        )
+                        .await?;
+                    rounds += 1;
+                    answers.extend(got.iter().map(|t| self.voting_answer(&t.text, &options)));
+                    all.extend(got);
+                    if all.len() < budget && self.rule.should_stop(&answers, &mut rng) {
+                        stopped = true;
+                        break;
+                    }
+                }
+                all
+            }
+            Dispatch::AllAtOnceCancel => {
+                rounds = 1;
+                sampler
+                    .run(
+                        backend,
+                        0..budget,
+                        budget,
+                        |_| None,
+                        |t| {
+                            answers.push(self.voting_answer(&t.text, &options));
+                            if self.rule.checks_at(answers.len(), budget)
+                                && self.rule.should_stop(&answers, &mut rng)
+                            {
+                                stopped = true;
+                                Decision::Stop
+                            } else {
+                                Decision::Continue
+                            }
+                        },
+                    )
+                    .await?
+            }
+        };
+        let cancelled = traces
+            .iter()
+            .filter(|t| t.end == TraceEnd::Cancelled)
+            .count();
+        let info = serde_json::json!({
+            "rule": self.rule.kind.as_str(),
+            "dispatch": self.dispatch.as_str(),
+            "budget": budget,
+            "launched": traces.len(),
+            "completed": traces.len() - cancelled,
+            "cancelled": cancelled,
+            "rounds": rounds,
+            "stopped_early": stopped,
+        });
+        Ok((traces.into_iter().map(TraceView::from).collect(), info))
+    }
+
+    /// Votes over `traces` and assembles the outcome.
+    fn outcome(
+        &self,
+        traces: Vec<TraceView>,
+        seed: u64,
+        early_stop: serde_json::Value,
+    ) -> StrategyOutcome {
+        let options = self.extract_options();
+        let extracted: Vec<Option<String>> = traces
+            .iter()
+            .map(|t| {
+                if t.cancelled {
+                    None
+                } else {
+                    extract_answer(&t.text, &options).map(|e| e.answer)
+                }
+            })
+            .collect();
+        let scores: Vec<Option<f64>> = traces
+            .iter()
+            .map(|t| t.tokens.as_deref().and_then(mean_logprob))
+            .collect();
+        let voting: Vec<Option<String>> = traces
+            .iter()
+            .zip(&extracted)
+            .map(|(t, a)| match (t.cancelled, self.config.count_empty_answers) {
+                (true, _) => None,
+                (false, true) => Some(a.clone().unwrap_or_default()),
+                (false, false) => a.clone(),
+            })
+            .collect();
+        let all_scored = scores.iter().all(Option::is_some);
+        // Tie breaks use exp(mean logprob), the geometric-mean token probability.
+        let tie_scores: Option<Vec<f64>> =
+            all_scored.then(|| scores.iter().map(|s| s.unwrap_or(0.0).exp()).collect());
+        let mut rng = SeededRng::derive(seed, "self-consistency/tie-break");
+        let result = vote(
+            &voting,
+            tie_scores.as_deref(),
+            VoteOptions {
+                weighted: false,
+                tie_break: self.config.tie_break,
+            },
+            &mut rng,
+        );
+        // The selected trace: the best-scored member of the winning cluster, else its first.
+        let selected = result.winning().and_then(|cluster| {
+            cluster.members.iter().copied().max_by(|&a, &b| {
+                let (sa, sb) = (scores[a].unwrap_or(0.0), scores[b].unwrap_or(0.0));
+                sa.total_cmp(&sb).then(b.cmp(&a))
+            })
+        });
+        let answer = result
+            .winning()
+            .map(|c| c.representative.clone())
+            .filter(|a| !a.is_empty());
+        let distribution: Vec<serde_json::Value> = result
+            .clusters
+            .iter()
+            .map(|c| serde_json::json!({"answer": c.representative, "votes": c.votes}))
+            .collect();
+        let candidates: Vec<Candidate> = traces
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| Candidate {
+                text: t.text,
+                answer: extracted[i].clone(),
+                votes: result.cluster_of(i).map(|k| result.clusters[k].votes),
+                score: scores[i],
+                finish_reason: t.finish_reason,
+                completion_tokens: t.completion_tokens,
+            })
+            .collect();
+        let mut details = serde_json::json!({
+            "consensus": result.consensus(),
+            "voters": result.voters,
+            "distribution": distribution,
+        });
+        if !early_stop.is_null() {
+            details["early_stop"] = early_stop;
+        }
+        StrategyOutcome {
+            answer,
+            selected,
+            candidates,
+            details,
+        }
+    }
 }
 
 impl Strategy for SelfConsistency {
@@ -209,91 +547,31 @@ impl Strategy for SelfConsistency {
         input: &'a StrategyInput,
     ) -> BoxFuture<'a, Result<StrategyOutcome, StrategyError>> {
         Box::pin(async move {
+            let prompt = Prompt::Chat {
+                messages: self.messages(input),
+                continue_final_message: false,
+            };
+            if self.rule.kind != EarlyStop::None {
+                let (traces, info) = self.run_early(backend, prompt, input.seed).await?;
+                return Ok(self.outcome(traces, input.seed, info));
+            }
             let mut sampling = self.sampling.clone();
             sampling.seed = Some(input.seed);
-            let request = GenerationRequest::new(
-                Prompt::Chat {
-                    messages: self.messages(input),
-                    continue_final_message: false,
-                },
-                sampling,
-            );
-            let response = backend.generate(request).await?;
-            let options = ExtractOptions {
-                last_number_fallback: self.config.last_number_fallback,
-            };
-            let extracted: Vec<Option<String>> = response
+            let response = backend
+                .generate(GenerationRequest::new(prompt, sampling))
+                .await?;
+            let traces = response
                 .completions
-                .iter()
-                .map(|c| extract_answer(&c.text, &options).map(|e| e.answer))
-                .collect();
-            let scores: Vec<Option<f64>> = response
-                .completions
-                .iter()
-                .map(|c| c.tokens.as_deref().and_then(mean_logprob))
-                .collect();
-            let voting: Vec<Option<String>> = if self.config.count_empty_answers {
-                extracted
-                    .iter()
-                    .map(|a| Some(a.clone().unwrap_or_default()))
-                    .collect()
-            } else {
-                extracted.clone()
-            };
-            let all_scored = scores.iter().all(Option::is_some);
-            // Confidences are log-probabilities (≤ 0); shift by +1 per trace is not meaningful,
-            // so tie breaks use exp(mean logprob), the geometric-mean token probability.
-            let tie_scores: Option<Vec<f64>> =
-                all_scored.then(|| scores.iter().map(|s| s.unwrap_or(0.0).exp()).collect());
-            let mut rng = SeededRng::derive(input.seed, "self-consistency/tie-break");
-            let result = vote(
-                &voting,
-                tie_scores.as_deref(),
-                VoteOptions {
-                    weighted: false,
-                    tie_break: self.config.tie_break,
-                },
-                &mut rng,
-            );
-            let candidates: Vec<Candidate> = response
-                .completions
-                .iter()
-                .enumerate()
-                .map(|(i, c)| Candidate {
-                    text: c.text.clone(),
-                    answer: extracted[i].clone(),
-                    votes: result.cluster_of(i).map(|k| result.clusters[k].votes),
-                    score: scores[i],
+                .into_iter()
+                .map(|c| TraceView {
+                    text: c.text,
+                    tokens: c.tokens,
                     finish_reason: c.finish_reason,
                     completion_tokens: c.completion_tokens,
+                    cancelled: false,
                 })
                 .collect();
-            // The selected trace: the best-scored member of the winning cluster, else its first.
-            let selected = result.winning().and_then(|cluster| {
-                cluster.members.iter().copied().max_by(|&a, &b| {
-                    let (sa, sb) = (scores[a].unwrap_or(0.0), scores[b].unwrap_or(0.0));
-                    sa.total_cmp(&sb).then(b.cmp(&a))
-                })
-            });
-            let answer = result
-                .winning()
-                .map(|c| c.representative.clone())
-                .filter(|a| !a.is_empty());
-            let distribution: Vec<serde_json::Value> = result
-                .clusters
-                .iter()
-                .map(|c| serde_json::json!({"answer": c.representative, "votes": c.votes}))
-                .collect();
-            Ok(StrategyOutcome {
-                answer,
-                selected,
-                candidates,
-                details: serde_json::json!({
-                    "consensus": result.consensus(),
-                    "voters": result.voters,
-                    "distribution": distribution,
-                }),
-            })
+            Ok(self.outcome(traces, input.seed, serde_json::Value::Null))
         })
     }
 }
