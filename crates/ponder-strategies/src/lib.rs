@@ -1,10 +1,12 @@
 //! Test-time scaling strategies. Each sees its backend only through `ponder_core::Backend`
 //! and checks the capabilities it needs when it is built.
 
+pub mod baseline;
 pub mod early_stop;
 pub mod registry;
 pub mod sampler;
 pub mod self_consistency;
 
+pub use baseline::{Baseline, BaselineFactory};
 pub use registry::Registry;
 pub use self_consistency::{SelfConsistency, SelfConsistencyConfig, SelfConsistencyFactory};

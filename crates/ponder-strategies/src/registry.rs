@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use ponder_core::{BuildError, StrategyFactory, StrategyInfo};
 
+use crate::baseline::BaselineFactory;
 use crate::self_consistency::SelfConsistencyFactory;
 
 /// Strategies by name.
@@ -24,6 +25,8 @@ impl Registry {
     pub fn builtin() -> Self {
         let mut r = Registry::default();
         r.register(Arc::new(SelfConsistencyFactory));
+        r.register(Arc::new(BaselineFactory::baseline()));
+        r.register(Arc::new(BaselineFactory::chain_of_thought()));
         r
     }
 
@@ -61,9 +64,14 @@ mod tests {
             .get("self-consistensy")
             .err()
             .map(|e| e.to_string());
-        assert_eq!(
-            err.as_deref(),
-            Some("unknown strategy `self-consistensy` (known: self-consistency)")
+        let err = err.expect("unknown");
+        assert!(
+            err.starts_with("unknown strategy `self-consistensy` (known: "),
+            "{err}"
         );
+        // Every registered name is listed, in order.
+        let names = Registry::builtin().names().join(", ");
+        assert!(err.ends_with(&format!("(known: {names})")), "{err}");
+        assert!(names.contains("baseline") && names.contains("self-consistency"));
     }
 }
