@@ -157,8 +157,9 @@ fn one_cluster(window: &[Option<String>]) -> bool {
 /// share exceeds one half. For integers, `I_{0.5}(a, b) = P(Binomial(a + b − 1, 1/2) ≥ a)`.
 pub fn beta_stop_probability(v1: u32, v2: u32) -> f64 {
     let a = u64::from(v1) + 1;
-    let n = u64::from(v1) + u64::from(v2) + 1; // a + b − 1 with b = v2 + 1
-    // Σ_{j=a}^{n} C(n, j) / 2^n, in log space so that large counts stay finite.
+    // n = a + b − 1 with b = v2 + 1; the tail Σ_{j=a}^{n} C(n, j) / 2^n is summed in log space
+    // so that large counts stay finite.
+    let n = u64::from(v1) + u64::from(v2) + 1;
     let ln_2n = n as f64 * std::f64::consts::LN_2;
     let mut ln_choose = 0.0; // ln C(n, 0)
     let mut tail = 0.0;

@@ -2,11 +2,16 @@
 //! and checks the capabilities it needs when it is built.
 
 pub mod baseline;
+pub mod best_of_n;
+pub mod deepconf;
 pub mod early_stop;
 pub mod registry;
 pub mod sampler;
+pub mod scoring;
 pub mod self_consistency;
 
 pub use baseline::{Baseline, BaselineFactory};
+pub use best_of_n::{BestOfN, BestOfNFactory};
+pub use deepconf::{DeepConfFactory, DeepConfOnlineFactory};
 pub use registry::Registry;
 pub use self_consistency::{SelfConsistency, SelfConsistencyConfig, SelfConsistencyFactory};

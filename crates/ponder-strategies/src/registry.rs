@@ -6,6 +6,8 @@ use std::sync::Arc;
 use ponder_core::{BuildError, StrategyFactory, StrategyInfo};
 
 use crate::baseline::BaselineFactory;
+use crate::best_of_n::BestOfNFactory;
+use crate::deepconf::{DeepConfFactory, DeepConfOnlineFactory};
 use crate::self_consistency::SelfConsistencyFactory;
 
 /// Strategies by name.
@@ -27,6 +29,10 @@ impl Registry {
         r.register(Arc::new(SelfConsistencyFactory));
         r.register(Arc::new(BaselineFactory::baseline()));
         r.register(Arc::new(BaselineFactory::chain_of_thought()));
+        r.register(Arc::new(BestOfNFactory));
+        r.register(Arc::new(DeepConfFactory::default()));
+        r.register(Arc::new(DeepConfFactory::named("deepconf-offline")));
+        r.register(Arc::new(DeepConfOnlineFactory));
         r
     }
 

@@ -152,9 +152,9 @@ impl Sampler {
                 }) => {
                     trace.text.push_str(&text);
                     trace.completion_tokens += u64::from(token_count);
-                    let verdict = watch
-                        .as_mut()
-                        .map_or(Decision::Continue, |w| w.on_delta(&text, &tokens, token_count));
+                    let verdict = watch.as_mut().map_or(Decision::Continue, |w| {
+                        w.on_delta(&text, &tokens, token_count)
+                    });
                     trace.tokens.extend(tokens);
                     if verdict == Decision::Stop && !finished {
                         stream.stop();
@@ -230,9 +230,8 @@ mod tests {
             let guard = Open(self.open.clone());
             let seed = request.params.seed.unwrap_or(0);
             let tokens = self.tokens + seed as usize % 3;
-            let events = futures_util::stream::unfold(
-                (0usize, guard),
-                move |(k, guard)| async move {
+            let events =
+                futures_util::stream::unfold((0usize, guard), move |(k, guard)| async move {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                     let event = if k < tokens {
                         StreamEvent::Delta {
@@ -255,8 +254,7 @@ mod tests {
                         return None;
                     };
                     Some((Ok(event), (k + 1, guard)))
-                },
-            );
+                });
             Box::pin(async move { Ok(CompletionStream::new(1, events)) })
         }
     }
@@ -324,18 +322,29 @@ mod tests {
             .await
             .expect("runs");
         // Four launched at first; each finished one was replaced until the second finish.
-        let finished = traces.iter().filter(|t| t.end == TraceEnd::Finished).count();
+        let finished = traces
+            .iter()
+            .filter(|t| t.end == TraceEnd::Finished)
+            .count();
         let cancelled: Vec<&SampledTrace> = traces
             .iter()
             .filter(|t| t.end == TraceEnd::Cancelled)
             .collect();
         assert_eq!(finished, 2);
-        assert_eq!(traces.len(), 5, "4 + 1 replacement launched before the stop");
+        assert_eq!(
+            traces.len(),
+            5,
+            "4 + 1 replacement launched before the stop"
+        );
         assert_eq!(cancelled.len(), 3);
         assert!(cancelled
             .iter()
             .all(|t| t.finish_reason == FinishReason::Aborted && t.text.is_empty()));
-        assert_eq!(open.load(Ordering::SeqCst), 0, "cancelled streams were dropped");
+        assert_eq!(
+            open.load(Ordering::SeqCst),
+            0,
+            "cancelled streams were dropped"
+        );
     }
 
     #[tokio::test]

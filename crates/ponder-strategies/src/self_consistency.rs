@@ -471,11 +471,13 @@ impl SelfConsistency {
         let voting: Vec<Option<String>> = traces
             .iter()
             .zip(&extracted)
-            .map(|(t, a)| match (t.cancelled, self.config.count_empty_answers) {
-                (true, _) => None,
-                (false, true) => Some(a.clone().unwrap_or_default()),
-                (false, false) => a.clone(),
-            })
+            .map(
+                |(t, a)| match (t.cancelled, self.config.count_empty_answers) {
+                    (true, _) => None,
+                    (false, true) => Some(a.clone().unwrap_or_default()),
+                    (false, false) => a.clone(),
+                },
+            )
             .collect();
         let all_scored = scores.iter().all(Option::is_some);
         // Tie breaks use exp(mean logprob), the geometric-mean token probability.

@@ -39,7 +39,10 @@ fn backend(sim: &SimHandle) -> Arc<dyn Backend> {
     Arc::new(OpenAiBackend::new(c).expect("valid config"))
 }
 
-async fn solve(backend: Arc<dyn Backend>, params: serde_json::Value) -> ponder_core::StrategyResult {
+async fn solve(
+    backend: Arc<dyn Backend>,
+    params: serde_json::Value,
+) -> ponder_core::StrategyResult {
     let params: Params = serde_json::from_value(params).expect("params");
     let strategy = Registry::builtin()
         .get("self-consistency")
