@@ -3,6 +3,7 @@
 
 pub mod baseline;
 pub mod best_of_n;
+pub mod budget_forcing;
 pub mod deepconf;
 pub mod early_stop;
 pub mod registry;
@@ -12,6 +13,7 @@ pub mod self_consistency;
 
 pub use baseline::{Baseline, BaselineFactory};
 pub use best_of_n::{BestOfN, BestOfNFactory};
+pub use budget_forcing::{BudgetForcing, BudgetForcingFactory};
 pub use deepconf::{DeepConfFactory, DeepConfOnlineFactory};
 pub use registry::Registry;
 pub use self_consistency::{SelfConsistency, SelfConsistencyConfig, SelfConsistencyFactory};

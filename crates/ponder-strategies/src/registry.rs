@@ -7,6 +7,7 @@ use ponder_core::{BuildError, StrategyFactory, StrategyInfo};
 
 use crate::baseline::BaselineFactory;
 use crate::best_of_n::BestOfNFactory;
+use crate::budget_forcing::BudgetForcingFactory;
 use crate::deepconf::{DeepConfFactory, DeepConfOnlineFactory};
 use crate::self_consistency::SelfConsistencyFactory;
 
@@ -30,6 +31,7 @@ impl Registry {
         r.register(Arc::new(BaselineFactory::baseline()));
         r.register(Arc::new(BaselineFactory::chain_of_thought()));
         r.register(Arc::new(BestOfNFactory));
+        r.register(Arc::new(BudgetForcingFactory));
         r.register(Arc::new(DeepConfFactory::default()));
         r.register(Arc::new(DeepConfFactory::named("deepconf-offline")));
         r.register(Arc::new(DeepConfOnlineFactory));
