@@ -5,6 +5,7 @@
 
 mod config;
 mod eval;
+mod grade;
 mod report;
 mod rescore;
 mod solve;
@@ -46,9 +47,30 @@ enum Command {
     },
     /// Accuracy of several selection rules (majority, best score, …) over saved samples.
     Rescore(rescore::RescoreArgs),
+    /// Grade a prediction against a gold answer (math equivalence), or every pair of a JSONL file.
+    Grade(grade::GradeArgs),
+}
+
+/// A reader that went away (`ponder … | head`) ends the output, not the program with a panic:
+/// `println!` panics on a closed stdout, so the hook turns exactly that panic into a quiet exit.
+fn exit_quietly_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }
 
 fn main() -> ExitCode {
+    exit_quietly_on_closed_stdout();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -64,9 +86,19 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval::run(args),
         Command::Report(args) => report::run(args),
         Command::Rescore(args) => rescore::run(args),
+        Command::Grade(args) => grade::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output went away: stop quietly, as with `println!` above.
+        Err(error)
+            if error.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(error) => {
             report(&error);
             ExitCode::from(2)

@@ -476,3 +476,24 @@ async fn real_sim_process_end_to_end() {
     let v = stdout_json(&out);
     assert_eq!(v["candidates"].as_array().map(Vec::len), Some(8));
 }
+
+/// A reader that goes away (`ponder … | head`) ends the output quietly: no panic, exit 0.
+#[test]
+fn a_closed_stdout_is_not_a_crash() {
+    for args in [
+        &["task", "generate", "--n", "5000", "--seed", "1"][..],
+        &["strategies", "--json"][..],
+    ] {
+        let mut child = Command::new(PONDER)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("ponder starts");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("ponder ends");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+}
