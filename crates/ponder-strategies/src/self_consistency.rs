@@ -78,6 +78,26 @@ pub struct SelfConsistencyConfig {
     /// Dirichlet: Monte-Carlo draws per check. Default: 1024.
     #[serde(default = "default_dirichlet_draws")]
     pub dirichlet_draws: u32,
+    /// `majority` (one vote per trace) or `weighted` (each trace weighs its mean token
+    /// confidence, DeepConf's `C_avg`; needs logprobs). Default: `majority`.
+    #[serde(default)]
+    pub vote: VoteRule,
+    /// Top-k logprobs requested for `vote = weighted`. Default: 20.
+    #[serde(default = "default_top_logprobs")]
+    pub top_logprobs: u8,
+}
+
+/// How traces vote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VoteRule {
+    #[default]
+    Majority,
+    Weighted,
+}
+
+fn default_top_logprobs() -> u8 {
+    ponder_core::MAX_TOP_LOGPROBS
 }
 
 fn default_window_size() -> u32 {
@@ -194,6 +214,16 @@ const PARAMS: &[ParamSpec] = &[
         description: "doubling: stop when the top cluster's share ≥ this",
     },
     ParamSpec {
+        name: "vote",
+        default: "majority",
+        description: "majority | weighted (weight = mean token confidence; needs logprobs)",
+    },
+    ParamSpec {
+        name: "top_logprobs",
+        default: "20",
+        description: "top-k logprobs requested for the weighted vote",
+    },
+    ParamSpec {
         name: "dirichlet_draws",
         default: "1024",
         description: "dirichlet: Monte-Carlo draws per check (seeded)",
@@ -268,6 +298,26 @@ impl StrategyFactory for SelfConsistencyFactory {
             EarlyStop::Beta | EarlyStop::Dirichlet => Dispatch::AllAtOnceCancel,
             _ => Dispatch::SequentialWindows,
         });
+        let weighted = config.vote == VoteRule::Weighted;
+        if weighted {
+            if !capabilities.has(ponder_core::Capability::Logprobs) {
+                return Err(BuildError::MissingCapability {
+                    strategy: "self-consistency".into(),
+                    backend: backend_name.into(),
+                    capability: ponder_core::Capability::Logprobs,
+                });
+            }
+            let most = capabilities.max_top_logprobs.unwrap_or(0);
+            if config.top_logprobs == 0 || config.top_logprobs > most {
+                return Err(invalid(
+                    "top_logprobs",
+                    format!(
+                        "must be in 1..={most} on this backend, got {}",
+                        config.top_logprobs
+                    ),
+                ));
+            }
+        }
         let sampling = SamplingParams {
             temperature: Some(config.temperature),
             top_p: config.top_p,
@@ -275,6 +325,7 @@ impl StrategyFactory for SelfConsistencyFactory {
             max_tokens: Some(config.max_tokens),
             stop: config.stop.clone(),
             n: config.n,
+            top_logprobs: weighted.then_some(config.top_logprobs),
             ..Default::default()
         };
         sampling
@@ -336,6 +387,12 @@ impl SelfConsistency {
 fn with_fallback(mut options: ExtractOptions, fallback: bool) -> ExtractOptions {
     options.last_number_fallback = fallback;
     options
+}
+
+/// Mean token confidence `C_avg` of a trace (DeepConf §1.4.1), when it has usable top-k data.
+fn mean_confidence(tokens: &[TokenLogprob]) -> Option<f64> {
+    let c = crate::deepconf::confidence::token_confidences(tokens, false);
+    (!c.is_empty()).then(|| c.iter().sum::<f64>() / c.len() as f64)
 }
 
 /// Mean sampled-token logprob, the secondary score of a trace when logprobs are present.
@@ -480,15 +537,25 @@ impl SelfConsistency {
             )
             .collect();
         let all_scored = scores.iter().all(Option::is_some);
-        // Tie breaks use exp(mean logprob), the geometric-mean token probability.
-        let tie_scores: Option<Vec<f64>> =
-            all_scored.then(|| scores.iter().map(|s| s.unwrap_or(0.0).exp()).collect());
+        let weighted = self.config.vote == VoteRule::Weighted;
+        // Weighted vote: each trace weighs its mean token confidence (0 without logprobs).
+        // Majority: tie breaks use exp(mean logprob), the geometric-mean token probability.
+        let vote_scores: Option<Vec<f64>> = if weighted {
+            Some(
+                traces
+                    .iter()
+                    .map(|t| t.tokens.as_deref().and_then(mean_confidence).unwrap_or(0.0))
+                    .collect(),
+            )
+        } else {
+            all_scored.then(|| scores.iter().map(|s| s.unwrap_or(0.0).exp()).collect())
+        };
         let mut rng = SeededRng::derive(seed, "self-consistency/tie-break");
         let result = vote(
             &voting,
-            tie_scores.as_deref(),
+            vote_scores.as_deref(),
             VoteOptions {
-                weighted: false,
+                weighted,
                 tie_break: self.config.tie_break,
             },
             &mut rng,
@@ -507,7 +574,13 @@ impl SelfConsistency {
         let distribution: Vec<serde_json::Value> = result
             .clusters
             .iter()
-            .map(|c| serde_json::json!({"answer": c.representative, "votes": c.votes}))
+            .map(|c| {
+                if weighted {
+                    serde_json::json!({"answer": c.representative, "votes": c.votes, "weight": c.weight})
+                } else {
+                    serde_json::json!({"answer": c.representative, "votes": c.votes})
+                }
+            })
             .collect();
         let candidates: Vec<Candidate> = traces
             .into_iter()
@@ -683,6 +756,106 @@ mod tests {
             }
             other => panic!("unexpected prompt {other:?}"),
         }
+    }
+
+    /// Each completion is one token whose top-2 logprobs are both `lp`, so its confidence is
+    /// `−lp`.
+    struct Confident {
+        replies: Vec<(&'static str, f64)>,
+    }
+
+    impl Backend for Confident {
+        fn name(&self) -> &str {
+            "confident"
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities {
+                max_top_logprobs: Some(20),
+                multiple_samples: true,
+                prefix_continuation: false,
+                process_rewards: false,
+                streaming: true,
+                max_stop_strings: None,
+            }
+        }
+        fn stream(
+            &self,
+            request: GenerationRequest,
+        ) -> BoxFuture<'_, Result<CompletionStream, ponder_core::BackendError>> {
+            assert_eq!(request.params.top_logprobs, Some(20));
+            let n = request.params.n;
+            let mut events = Vec::new();
+            for i in 0..n {
+                let (text, lp) = self.replies[i as usize % self.replies.len()];
+                let top = vec![
+                    ponder_core::TopLogprob {
+                        token: text.into(),
+                        logprob: lp,
+                    };
+                    2
+                ];
+                events.push(Ok(StreamEvent::Delta {
+                    index: i,
+                    text: text.into(),
+                    token_count: 1,
+                    tokens: vec![TokenLogprob {
+                        token: text.into(),
+                        logprob: Some(lp),
+                        top,
+                    }],
+                }));
+                events.push(Ok(StreamEvent::Finished {
+                    index: i,
+                    reason: FinishReason::Stop,
+                    stop: None,
+                }));
+            }
+            Box::pin(
+                async move { Ok(CompletionStream::new(n, futures_util::stream::iter(events))) },
+            )
+        }
+    }
+
+    #[tokio::test]
+    async fn weighted_vote_lets_confident_traces_outvote_a_majority() {
+        // Answer 3 twice with confidence 0.5 each (total 1.0); answer 8 once with 2.5.
+        let backend = Arc::new(Confident {
+            replies: vec![
+                ("\\boxed{3}", -0.5),
+                ("\\boxed{3}", -0.5),
+                ("\\boxed{8}", -2.5),
+            ],
+        });
+        let caps = backend.capabilities();
+        let input = StrategyInput {
+            messages: vec![Message::user("q")],
+            seed: 1,
+        };
+        let weighted = build(
+            &[
+                ("n", serde_json::json!(3)),
+                ("vote", serde_json::json!("weighted")),
+            ],
+            &caps,
+        )
+        .expect("builds");
+        let r = run_strategy(weighted.as_ref(), backend.clone(), &input)
+            .await
+            .expect("runs");
+        assert_eq!(r.outcome.answer.as_deref(), Some("8"));
+        assert_eq!(
+            r.outcome.details["distribution"][1]["weight"],
+            serde_json::json!(2.5)
+        );
+        // Without logprobs the weighted vote is refused at build time.
+        let plain = Capabilities {
+            max_top_logprobs: None,
+            ..caps
+        };
+        let err = build(&[("vote", serde_json::json!("weighted"))], &plain)
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("logprobs"), "{err}");
     }
 
     #[test]
