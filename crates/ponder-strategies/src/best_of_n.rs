@@ -1,5 +1,5 @@
 //! Offline best-of-N (reference §1.5): sample N full traces, score each with a process reward
-//! model, an outcome reward or an uncertainty estimator, aggregate the step scores, pick the best
+//! model, an outcome reward, an LLM judge or an uncertainty estimator, aggregate the step scores, pick the best
 //! trace (or the answer cluster with the largest total score).
 
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use ponder_core::{
 };
 use serde::Deserialize;
 
+use crate::judge::Judge;
 use crate::scoring::{
     aggregate, self_certainty, split_steps, token_spans, uncertainty, validity, Aggregation,
     Uncertainty,
@@ -34,6 +35,8 @@ pub enum Scorer {
     PdGap,
     /// Self-certainty from the top-k (approximated, §2.4.1); higher is better, no transform.
     SelfCertainty,
+    /// The backend's model rates each whole trace 1–10 (`FINAL SCORE:`), scaled to [0, 1].
+    LlmJudge,
 }
 
 impl Scorer {
@@ -46,13 +49,15 @@ impl Scorer {
             Scorer::SequenceProb => "sequence_prob",
             Scorer::PdGap => "pd_gap",
             Scorer::SelfCertainty => "self_certainty",
+            Scorer::LlmJudge => "llm_judge",
         }
     }
 
-    fn needs(self) -> Capability {
+    fn needs(self) -> Option<Capability> {
         match self {
-            Scorer::Prm | Scorer::Orm => Capability::ProcessRewards,
-            _ => Capability::Logprobs,
+            Scorer::Prm | Scorer::Orm => Some(Capability::ProcessRewards),
+            Scorer::LlmJudge => None,
+            _ => Some(Capability::Logprobs),
         }
     }
 
@@ -146,7 +151,8 @@ const PARAMS: &[ParamSpec] = &[
     ParamSpec {
         name: "scorer",
         default: "prm",
-        description: "prm | orm | entropy | perplexity | sequence_prob | pd_gap | self_certainty",
+        description:
+            "prm | orm | llm_judge | entropy | perplexity | sequence_prob | pd_gap | self_certainty",
     },
     ParamSpec {
         name: "score_aggregation",
@@ -229,11 +235,11 @@ impl StrategyFactory for BestOfNFactory {
     ) -> Result<Arc<dyn Strategy>, BuildError> {
         let config: BestOfNConfig = parse_params("best-of-n", params, PARAMS)?;
         let needed = config.scorer.needs();
-        if !capabilities.has(needed) {
+        if let Some(capability) = needed.filter(|c| !capabilities.has(*c)) {
             return Err(BuildError::MissingCapability {
                 strategy: "best-of-n".into(),
                 backend: backend_name.into(),
-                capability: needed,
+                capability,
             });
         }
         let invalid = |param: &str, reason: String| BuildError::InvalidParam {
@@ -250,7 +256,7 @@ impl StrategyFactory for BestOfNFactory {
         if config.scoring_window == Some(0) {
             return Err(invalid("scoring_window", "must be at least 1".into()));
         }
-        let logprobs = needed == Capability::Logprobs;
+        let logprobs = needed == Some(Capability::Logprobs);
         if logprobs {
             let most = capabilities.max_top_logprobs.unwrap_or(0);
             if config.top_logprobs == 0 || config.top_logprobs > most {
@@ -367,6 +373,23 @@ impl Strategy for BestOfN {
                         for (i, reply) in idx.into_iter().zip(replies) {
                             scores[i] = reply.step_rewards.into_iter().map(Some).collect();
                         }
+                    }
+                    scores
+                }
+                Scorer::LlmJudge => {
+                    let q = question(&input.messages);
+                    let judge = Judge::default();
+                    let ratings =
+                        futures_util::future::join_all(traces.iter().enumerate().map(|(i, c)| {
+                            let seed = SeededRng::derive(input.seed, "best-of-n/judge")
+                                .next_u64()
+                                .wrapping_add(i as u64 * 1_000);
+                            judge.rate(backend, &q, &c.text, seed)
+                        }))
+                        .await;
+                    let mut scores = Vec::with_capacity(ratings.len());
+                    for r in ratings {
+                        scores.push(vec![r?.score]);
                     }
                     scores
                 }

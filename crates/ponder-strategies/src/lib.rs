@@ -6,6 +6,7 @@ pub mod best_of_n;
 pub mod budget_forcing;
 pub mod deepconf;
 pub mod early_stop;
+pub mod judge;
 pub mod registry;
 pub mod sampler;
 pub mod scoring;

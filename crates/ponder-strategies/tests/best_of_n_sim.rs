@@ -97,3 +97,28 @@ async fn uncertainty_scorers_use_streamed_logprobs() {
     .await
     .expect("within the limit");
 }
+
+#[tokio::test]
+async fn an_llm_judge_rates_every_trace() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let sim = ponder_sim::spawn(SimConfig::default()).await.expect("sim");
+        let r = run(
+            backend(&sim),
+            serde_json::json!({"n": 4, "scorer": "llm_judge"}),
+            4,
+        )
+        .await;
+        for c in &r.outcome.candidates {
+            let s = c
+                .score
+                .expect("the simulator answers with a FINAL SCORE line");
+            assert!((0.1..=1.0).contains(&s), "{s}");
+        }
+        // One generation request, then one judge call per trace (no re-asks needed).
+        assert_eq!(sim.stats().requests, 5);
+        assert_eq!(r.cost.requests, 5);
+        sim.shutdown().await;
+    })
+    .await
+    .expect("within the limit");
+}
