@@ -38,8 +38,10 @@ RUNS=(
   "sc-64|self-consistency|n=64"
   "adaptive-beta-64|self-consistency|n=64 early_stop=beta"
   "esc-64|self-consistency|n=64 early_stop=esc"
+  "doubling-64|self-consistency|n=64 early_stop=doubling"
   "deepconf-offline-64|deepconf|budget=64 window_size=16"
-  "deepconf-online-64|deepconf-online|total_budget=64 window_size=16"
+  "deepconf-online-high-64|deepconf-online|total_budget=64 window_size=16"
+  "deepconf-online-low-64|deepconf-online|total_budget=64 window_size=16 variant=low"
 )
 for run in "${RUNS[@]}"; do
   IFS='|' read -r name strategy sets <<< "$run"

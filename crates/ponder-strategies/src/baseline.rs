@@ -6,14 +6,15 @@
 
 use std::sync::Arc;
 
-use ponder_answer::{extract_answer, ExtractOptions};
+use ponder_answer::extract_answer;
 use ponder_core::{
     parse_params, Backend, BoxFuture, BuildError, Candidate, Capabilities, Capability,
-    FinishReason, GenerationRequest, Message, ParamSpec, Params, Prompt, Role, SamplingParams,
-    Strategy, StrategyError, StrategyFactory, StrategyInfo, StrategyInput, StrategyOutcome,
+    FinishReason, GenerationRequest, Message, ParamSpec, Params, Prompt, SamplingParams, Strategy,
+    StrategyError, StrategyFactory, StrategyInfo, StrategyInput, StrategyOutcome,
 };
 use serde::Deserialize;
 
+use crate::common::{extract_options, with_system_prompt};
 use crate::self_consistency::DEFAULT_SYSTEM_PROMPT;
 
 /// The marker that closes a thinking block.
@@ -277,13 +278,7 @@ pub struct Baseline {
 
 impl Baseline {
     fn messages(&self, input: &StrategyInput) -> Vec<Message> {
-        let has_system = input.messages.iter().any(|m| m.role == Role::System);
-        let mut messages = Vec::with_capacity(input.messages.len() + 1);
-        if !has_system && !self.config.system_prompt.is_empty() {
-            messages.push(Message::system(self.config.system_prompt.clone()));
-        }
-        messages.extend(input.messages.iter().cloned());
-        messages
+        with_system_prompt(&input.messages, &self.config.system_prompt)
     }
 
     fn request(&self, prompt: Prompt, sampling: SamplingParams) -> GenerationRequest {
@@ -291,11 +286,6 @@ impl Baseline {
         request.extra = self.extra.clone();
         request
     }
-}
-
-fn with_fallback(mut options: ExtractOptions, fallback: bool) -> ExtractOptions {
-    options.last_number_fallback = fallback;
-    options
 }
 
 impl Strategy for Baseline {
@@ -357,8 +347,7 @@ impl Strategy for Baseline {
                 }
                 phases = 2;
             }
-            let options =
-                with_fallback(ExtractOptions::default(), self.config.last_number_fallback);
+            let options = extract_options(self.config.last_number_fallback);
             let answer = extract_answer(&text, &options).map(|e| e.answer);
             let completion_reason = match (finish_reason, phases) {
                 (FinishReason::Length, _) => "max_tokens",
@@ -492,7 +481,7 @@ mod tests {
             } => {
                 assert!(continue_final_message);
                 let last = messages.last().expect("a message");
-                assert_eq!(last.role, Role::Assistant);
+                assert_eq!(last.role, ponder_core::Role::Assistant);
                 assert!(last.content.ends_with("?</think>"));
             }
             other => panic!("{other:?}"),

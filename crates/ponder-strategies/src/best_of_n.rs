@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use ponder_answer::{extract_answer, vote, ExtractOptions, TieBreak, VoteOptions};
+use ponder_answer::{extract_answer, vote, TieBreak, VoteOptions};
 use ponder_core::{
     parse_params, Backend, BoxFuture, BuildError, Candidate, Capabilities, Capability,
     GenerationRequest, Message, ParamSpec, Params, Prompt, RewardRequest, Role, SamplingParams,
@@ -13,6 +13,7 @@ use ponder_core::{
 };
 use serde::Deserialize;
 
+use crate::common::{extract_options, invalid, with_system_prompt};
 use crate::judge::Judge;
 use crate::scoring::{
     aggregate, self_certainty, split_steps, token_spans, uncertainty, validity, Aggregation,
@@ -242,11 +243,7 @@ impl StrategyFactory for BestOfNFactory {
                 capability,
             });
         }
-        let invalid = |param: &str, reason: String| BuildError::InvalidParam {
-            strategy: "best-of-n".into(),
-            param: param.into(),
-            reason,
-        };
+        let invalid = |param: &str, reason: String| invalid("best-of-n", param, reason);
         if config.n == 0 || config.n > MAX_N {
             return Err(invalid(
                 "n",
@@ -297,11 +294,6 @@ pub struct BestOfN {
     sampling: SamplingParams,
 }
 
-fn with_fallback(mut options: ExtractOptions, fallback: bool) -> ExtractOptions {
-    options.last_number_fallback = fallback;
-    options
-}
-
 /// The question a reward model is shown: the last user message.
 fn question(messages: &[Message]) -> String {
     messages
@@ -323,12 +315,7 @@ impl Strategy for BestOfN {
         input: &'a StrategyInput,
     ) -> BoxFuture<'a, Result<StrategyOutcome, StrategyError>> {
         Box::pin(async move {
-            let has_system = input.messages.iter().any(|m| m.role == Role::System);
-            let mut messages = Vec::new();
-            if !has_system && !self.config.system_prompt.is_empty() {
-                messages.push(Message::system(self.config.system_prompt.clone()));
-            }
-            messages.extend(input.messages.iter().cloned());
+            let messages = with_system_prompt(&input.messages, &self.config.system_prompt);
             let mut sampling = self.sampling.clone();
             sampling.seed = Some(input.seed);
             let response = backend
@@ -415,8 +402,7 @@ impl Strategy for BestOfN {
                 .iter()
                 .map(|s| aggregate(s, self.config.score_aggregation, self.config.scoring_window))
                 .collect();
-            let options =
-                with_fallback(ExtractOptions::default(), self.config.last_number_fallback);
+            let options = extract_options(self.config.last_number_fallback);
             let answers: Vec<Option<String>> = traces
                 .iter()
                 .map(|c| extract_answer(&c.text, &options).map(|e| e.answer))

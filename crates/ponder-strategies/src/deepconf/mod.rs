@@ -13,7 +13,7 @@ pub mod offline;
 pub mod online;
 
 use ponder_answer::{vote, TieBreak, VoteOptions};
-use ponder_core::{Message, Role, SeededRng};
+use ponder_core::SeededRng;
 
 pub use confidence::{
     filter_traces, percentile, ConfidenceMetric, RollingWindow, TraceConfidence, TraceFilter,
@@ -22,18 +22,6 @@ pub use offline::{DeepConf, DeepConfConfig, DeepConfFactory, VoteMode};
 pub use online::{
     DeepConfOnline, DeepConfOnlineConfig, DeepConfOnlineFactory, Variant, WarmupVote,
 };
-
-/// The request's messages, with `system_prompt` in front when the input has no system message
-/// and the prompt is not empty.
-pub(crate) fn with_system_prompt(messages: &[Message], system_prompt: &str) -> Vec<Message> {
-    let has_system = messages.iter().any(|m| m.role == Role::System);
-    let mut out = Vec::with_capacity(messages.len() + 1);
-    if !has_system && !system_prompt.is_empty() {
-        out.push(Message::system(system_prompt.to_string()));
-    }
-    out.extend(messages.iter().cloned());
-    out
-}
 
 /// One answer cluster of a DeepConf vote.
 #[derive(Debug, Clone, PartialEq)]
@@ -251,15 +239,5 @@ mod tests {
         assert_eq!(v.winner, None);
         assert_eq!(v.beta(), 0.0);
         assert!(!v.zero_weights);
-    }
-
-    #[test]
-    fn system_prompt_only_when_missing() {
-        let m = with_system_prompt(&[Message::user("q")], "sys");
-        assert_eq!(m.len(), 2);
-        assert_eq!(m[0].role, Role::System);
-        let m = with_system_prompt(&[Message::system("mine"), Message::user("q")], "sys");
-        assert_eq!(m[0].content, "mine");
-        assert_eq!(with_system_prompt(&[Message::user("q")], "").len(), 1);
     }
 }

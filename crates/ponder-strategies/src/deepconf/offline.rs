@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use super::confidence::{
     filter_traces, token_confidences, ConfidenceMetric, TraceConfidence, TraceFilter,
 };
-use super::{with_system_prompt, WeightedVote};
+use super::WeightedVote;
+use crate::common::{extract_options, with_system_prompt};
 use crate::self_consistency::DEFAULT_SYSTEM_PROMPT;
 
 /// Largest budget accepted (a guard against typos that would fan out thousands of traces).
@@ -444,7 +445,11 @@ impl StrategyFactory for DeepConfFactory {
     fn info(&self) -> StrategyInfo {
         StrategyInfo {
             name: self.name,
-            summary: "sample a budget of traces with logprobs, keep the most confident, vote weighted by confidence (DeepConf offline)",
+            summary: if self.name == "deepconf" {
+                "sample a budget of traces with logprobs, keep the most confident, vote weighted by confidence (DeepConf offline)"
+            } else {
+                "another name for `deepconf` (DeepConf offline)"
+            },
             params: PARAMS.to_vec(),
             requires: vec![Capability::Logprobs],
         }
@@ -658,9 +663,7 @@ impl Strategy for DeepConf {
                 sampling,
             );
             let response = backend.generate(request).await?;
-            let extract = ExtractOptions {
-                last_number_fallback: self.config.last_number_fallback,
-            };
+            let extract = extract_options(self.config.last_number_fallback);
             let traces: Vec<ScoredTrace> = response
                 .completions
                 .iter()

@@ -12,7 +12,6 @@
 
 use std::sync::Arc;
 
-use ponder_answer::ExtractOptions;
 use ponder_core::{
     parse_params, Backend, BoxFuture, BuildError, Candidate, Capabilities, Capability,
     FinishReason, GenerationRequest, ParamSpec, Params, Prompt, SamplingParams, Strategy,
@@ -28,7 +27,8 @@ use super::offline::{
     default_top_logprobs, default_top_p, default_true, default_window, score_trace, ScoredTrace,
     Selection, Weighting,
 };
-use super::{with_system_prompt, WeightedVote};
+use super::WeightedVote;
+use crate::common::{extract_options, with_system_prompt};
 use crate::sampler::{Decision, SampledTrace, Sampler, TokenWatch, TraceEnd};
 
 /// Largest `total_budget` accepted.
@@ -479,9 +479,7 @@ struct TraceRecord {
 
 impl DeepConfOnline {
     fn score(&self, text: &str, tokens: Option<&[TokenLogprob]>) -> ScoredParts {
-        let extract = ExtractOptions {
-            last_number_fallback: self.config.last_number_fallback,
-        };
+        let extract = extract_options(self.config.last_number_fallback);
         let (answer, confidence) = score_trace(
             text,
             tokens,
