@@ -102,6 +102,17 @@ fn every_strategy_evaluates_against_the_simulator() {
                 r["usage"]["completion_tokens"].as_u64().unwrap_or(0) > 0,
                 "{strategy} {sets:?}"
             );
+            // The strategy's own account travels with the record.
+            if *strategy == "deepconf-online" {
+                assert!(r["details"]["stop_reason"].is_string(), "{}", r["details"]);
+            }
+            if sets.iter().any(|s| s.starts_with("early_stop=")) {
+                assert!(
+                    r["details"]["early_stop"]["launched"].is_u64(),
+                    "{}",
+                    r["details"]
+                );
+            }
         }
         let summary: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(out.join("summary.json")).expect("summary"),

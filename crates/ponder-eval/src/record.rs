@@ -101,6 +101,9 @@ pub struct Record {
     /// Why the strategy failed on this problem (then `correct` is false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The strategy's own account of the run (early-stop decisions, thresholds, search tree).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub details: serde_json::Value,
 }
 
 impl Record {
@@ -148,6 +151,7 @@ impl Record {
             seed,
             elapsed_ms,
             error: None,
+            details: result.outcome.details.clone(),
         }
     }
 
@@ -166,6 +170,7 @@ impl Record {
             seed,
             elapsed_ms,
             error: Some(error),
+            details: serde_json::Value::Null,
         }
     }
 

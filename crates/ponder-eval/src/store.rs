@@ -468,6 +468,7 @@ mod tests {
             seed: 0,
             elapsed_ms: 0,
             error: None,
+            details: serde_json::Value::Null,
         }
     }
 

@@ -371,6 +371,7 @@ mod tests {
             seed: 0,
             elapsed_ms: ms,
             error: None,
+            details: serde_json::Value::Null,
         }
     }
 
