@@ -1,7 +1,13 @@
-//! Answer normalisation and equivalence, as used to group votes.
+//! Answer equivalence as used to group votes, and the light normalisation helpers.
 //!
-//! This is the light grader: string normalisation plus exact rational and tolerant numeric
-//! comparison. Symbolic equivalence belongs to the full math grader.
+//! [`equivalent`] and [`AnswerKey`] decide with the math grader ([`mod@crate::grade`], clustering
+//! settings). The light helpers ([`normalize`], [`parse_number`], [`numbers_equal`]: string
+//! normalisation, exact rationals and a relative tolerance) are kept for callers that read them;
+//! they no longer decide equivalence.
+
+use std::sync::OnceLock;
+
+use crate::grade::{compare_prepared, GradeOptions, Prepared};
 
 /// Relative tolerance for numbers that are not exact rationals (reference §2.7.2: 1e−4).
 pub const REL_TOL: f64 = 1e-4;
@@ -220,29 +226,52 @@ pub fn numbers_equal(a: Number, b: Number) -> bool {
     }
 }
 
-/// A normalised answer with its number, ready for repeated comparison.
-#[derive(Debug, Clone, PartialEq)]
+/// An answer prepared once for repeated comparison (voting): its light normalised form and
+/// number (kept for callers that read them), and its parsed form, which decides equivalence.
+#[derive(Debug, Clone)]
 pub struct AnswerKey {
     pub normalized: String,
     pub number: Option<Number>,
+    prepared: Prepared,
+}
+
+impl PartialEq for AnswerKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.normalized == other.normalized && self.prepared.key == other.prepared.key
+    }
+}
+
+fn clustering_options() -> &'static GradeOptions {
+    static OPTIONS: OnceLock<GradeOptions> = OnceLock::new();
+    OPTIONS.get_or_init(GradeOptions::clustering)
 }
 
 impl AnswerKey {
     pub fn new(answer: &str) -> Self {
         let normalized = normalize(answer);
         let number = parse_number(&normalized);
-        AnswerKey { normalized, number }
+        let prepared = Prepared::new(answer, clustering_options());
+        AnswerKey {
+            normalized,
+            number,
+            prepared,
+        }
     }
 
-    /// Equal normalised forms, or equal numbers.
+    /// The grader's canonical form: equal keys are equivalent answers (a cheap first test).
+    pub fn canonical(&self) -> &str {
+        &self.prepared.key
+    }
+
+    /// The exact value when the answer is an exact rational number.
+    pub fn exact_value(&self) -> Option<(i128, i128)> {
+        self.prepared.exact().map(|q| (q.num, q.den))
+    }
+
+    /// Equivalent by the math grader with the clustering settings (numbers, expressions,
+    /// tuples, sets, intervals, matrices; no percent-as-fraction; no extraction).
     pub fn equivalent(&self, other: &AnswerKey) -> bool {
-        if self.normalized == other.normalized {
-            return true;
-        }
-        match (self.number, other.number) {
-            (Some(a), Some(b)) => numbers_equal(a, b),
-            _ => false,
-        }
+        compare_prepared(&self.prepared, &other.prepared, clustering_options()).is_equivalent()
     }
 }
 
@@ -275,7 +304,12 @@ mod tests {
         check("7", "8", false);
         check("(1,2)", "(1, 2)", true);
         check("(1,2)", "(2,1)", false);
-        check("x+1", "X + 1", true);
+        check("x+1", "x + 1", true);
+        check("x+1", "1+x", true);
+        check("\\text{Evelyn}", "evelyn", true);
+        check("\\frac{\\sqrt{2}}{2}", "\\frac{1}{\\sqrt{2}}", true);
+        check("x^2-1", "(x-1)(x+1)", true);
+        check("x^2+1", "(x+1)^2", false);
     }
 
     #[test]

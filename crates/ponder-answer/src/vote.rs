@@ -1,7 +1,11 @@
 //! Equivalence clustering of answers and voting over the clusters.
 //!
 //! Clusters are built in trace order; a cluster's representative (its surface form) is its first
-//! member. Traces without an answer do not vote unless asked to.
+//! member. Traces without an answer do not vote unless asked to. Answers are grouped by the math
+//! grader's equivalence ([`AnswerKey::equivalent`]); each distinct answer is parsed once, and hash
+//! lookups (same text, same canonical form, same exact value) come before any comparison.
+
+use std::collections::HashMap;
 
 use ponder_core::SeededRng;
 use serde::{Deserialize, Serialize};
@@ -85,28 +89,49 @@ pub fn vote(
 ) -> Vote {
     let mut clusters: Vec<Cluster> = Vec::new();
     let mut keys: Vec<AnswerKey> = Vec::new();
+    // Cheap keys first: identical answers, equal canonical forms and equal exact
+    // values find their cluster by lookup; only the rest are compared with the representatives.
+    let mut by_text: HashMap<&str, usize> = HashMap::new();
+    let mut by_form: HashMap<String, usize> = HashMap::new();
+    let mut by_value: HashMap<(i128, i128), usize> = HashMap::new();
     let mut voters = 0u32;
     for (trace, answer) in answers.iter().enumerate() {
         let Some(answer) = answer else { continue };
         voters += 1;
         let score = scores.and_then(|s| s.get(trace).copied()).unwrap_or(1.0);
-        let key = AnswerKey::new(answer);
-        match keys.iter().position(|k| k.equivalent(&key)) {
-            Some(c) => {
-                clusters[c].members.push(trace);
-                clusters[c].votes += 1;
-                clusters[c].weight += score;
-            }
+        let c = match by_text.get(answer.as_str()) {
+            Some(&c) => c,
             None => {
-                keys.push(key);
-                clusters.push(Cluster {
-                    representative: answer.clone(),
-                    members: vec![trace],
-                    votes: 1,
-                    weight: score,
-                });
+                let key = AnswerKey::new(answer);
+                let c = by_form
+                    .get(key.canonical())
+                    .or_else(|| key.exact_value().and_then(|v| by_value.get(&v)))
+                    .copied()
+                    .or_else(|| keys.iter().position(|k| k.equivalent(&key)));
+                let c = match c {
+                    Some(c) => c,
+                    None => {
+                        keys.push(key.clone());
+                        clusters.push(Cluster {
+                            representative: answer.clone(),
+                            members: Vec::new(),
+                            votes: 0,
+                            weight: 0.0,
+                        });
+                        clusters.len() - 1
+                    }
+                };
+                by_form.entry(key.canonical().to_string()).or_insert(c);
+                if let Some(v) = key.exact_value() {
+                    by_value.entry(v).or_insert(c);
+                }
+                by_text.insert(answer.as_str(), c);
+                c
             }
-        }
+        };
+        clusters[c].members.push(trace);
+        clusters[c].votes += 1;
+        clusters[c].weight += score;
     }
     let winner = pick(&clusters, options, rng);
     Vote {
@@ -258,5 +283,40 @@ mod tests {
         assert_eq!(pick(11), pick(11));
         let seen: std::collections::BTreeSet<_> = (0..64).map(pick).collect();
         assert_eq!(seen.len(), 3);
+    }
+
+    #[test]
+    fn clusters_by_math_equivalence() {
+        // (x+1)^2 and x^2+2x+1 are one answer; 1/2 and 0.5 another; (1,2) and (2,1) differ.
+        let list = [
+            Some("(x+1)^2"),
+            Some("x^2+2x+1"),
+            Some("\\frac12"),
+            Some("0.5"),
+            Some("(1,2)"),
+            Some("(2,1)"),
+        ];
+        let v = vote(
+            &answers(&list),
+            None,
+            VoteOptions::default(),
+            &mut SeededRng::new(0),
+        );
+        let members: Vec<Vec<usize>> = v.clusters.iter().map(|c| c.members.clone()).collect();
+        assert_eq!(members, vec![vec![0, 1], vec![2, 3], vec![4], vec![5]]);
+    }
+
+    #[test]
+    fn a_large_vote_stays_fast() {
+        // 1,024 answers, 256 distinct symbolic ones among them: parsed once each, compared
+        // through cached values.
+        let list: Vec<Option<String>> = (0..1024)
+            .map(|i| Some(format!("(x+{})^2", i % 256)))
+            .collect();
+        let start = std::time::Instant::now();
+        let v = vote(&list, None, VoteOptions::default(), &mut SeededRng::new(0));
+        assert_eq!(v.clusters.len(), 256);
+        let limit = if cfg!(debug_assertions) { 10 } else { 1 };
+        assert!(start.elapsed() < std::time::Duration::from_secs(limit));
     }
 }
