@@ -24,6 +24,9 @@ pub struct FileConfig {
     pub params: Params,
     /// Base seed of the run. Default: 0.
     pub seed: Option<u64>,
+    /// `ponder serve`: model aliases, bearer token, limits. Default: none.
+    #[serde(default)]
+    pub server: Option<ponder_server::ServerConfig>,
 }
 
 /// A config-file problem, with the file and the key path.
@@ -142,6 +145,25 @@ mod tests {
     fn wrong_type_names_the_key() {
         let e = err("seed: many\n");
         assert_eq!(e.path, "seed");
+    }
+
+    #[test]
+    fn unknown_server_key_is_named() {
+        let e = err("server:\n  limits:\n    max_concurent: 4\n");
+        assert_eq!(e.path, "server.limits.max_concurent");
+        let c: FileConfig = parse_yaml(
+            Path::new("c.yaml"),
+            "server:\n  token: t\n  aliases:\n    math-sc16:\n      strategy: self-consistency\n      params: {n: 16}\n  limits: {max_concurrent: 4}\n",
+            "",
+        )
+        .expect("parses");
+        let server = c.server.expect("server section");
+        assert_eq!(
+            server.aliases["math-sc16"].params["n"],
+            serde_json::json!(16)
+        );
+        assert_eq!(server.limits.max_concurrent, 4);
+        assert_eq!(server.limits.queue, 32);
     }
 
     #[test]

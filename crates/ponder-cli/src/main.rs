@@ -8,6 +8,7 @@ mod eval;
 mod grade;
 mod report;
 mod rescore;
+mod serve;
 mod solve;
 mod task;
 
@@ -49,6 +50,8 @@ enum Command {
     Rescore(rescore::RescoreArgs),
     /// Grade a prediction against a gold answer (math equivalence), or every pair of a JSONL file.
     Grade(grade::GradeArgs),
+    /// Serve an OpenAI-compatible API that runs a strategy behind each request.
+    Serve(serve::ServeArgs),
 }
 
 /// A reader that went away (`ponder … | head`) ends the output, not the program with a panic:
@@ -87,6 +90,7 @@ fn main() -> ExitCode {
         Command::Report(args) => report::run(args),
         Command::Rescore(args) => rescore::run(args),
         Command::Grade(args) => grade::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
