@@ -45,6 +45,11 @@ pub struct SolveArgs {
     /// Print one JSON object instead of a summary.
     #[arg(long)]
     pub json: bool,
+    /// Write the search record (`details.search`: the tree of steps with scores, pruning and
+    /// selection) to this JSON file; for strategies without a search, all of `details`.
+    /// Default: not written.
+    #[arg(long, value_name = "FILE.json")]
+    pub trace: Option<PathBuf>,
 }
 
 /// Everything a run needs, after merging flags, environment, file and defaults.
@@ -172,12 +177,24 @@ pub fn run(args: SolveArgs) -> anyhow::Result<()> {
     let result = runtime
         .block_on(run_strategy(strategy.as_ref(), backend, &input))
         .with_context(|| format!("strategy `{}` failed", resolved.strategy))?;
+    if let Some(path) = &args.trace {
+        write_trace(path, &result)?;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&json_report(&result))?);
     } else {
         print_summary(&result);
     }
     Ok(())
+}
+
+/// Writes `details.search` (or all of `details`) of `result` to `path` as pretty JSON.
+fn write_trace(path: &Path, result: &StrategyResult) -> anyhow::Result<()> {
+    let details = &result.outcome.details;
+    let record = details.get("search").unwrap_or(details);
+    let text = serde_json::to_string_pretty(record).context("cannot serialise the trace")?;
+    std::fs::write(path, text + "\n")
+        .with_context(|| format!("cannot write the trace to {}", path.display()))
 }
 
 /// The `--json` object: answer, candidates, usage, seed, elapsed_ms (and details).

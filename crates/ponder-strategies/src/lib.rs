@@ -12,6 +12,7 @@ pub mod registry;
 pub mod sampler;
 pub mod scoring;
 pub mod self_consistency;
+pub mod step;
 
 pub use baseline::{Baseline, BaselineFactory};
 pub use best_of_n::{BestOfN, BestOfNFactory};
@@ -19,3 +20,4 @@ pub use budget_forcing::{BudgetForcing, BudgetForcingFactory};
 pub use deepconf::{DeepConfFactory, DeepConfOnlineFactory};
 pub use registry::Registry;
 pub use self_consistency::{SelfConsistency, SelfConsistencyConfig, SelfConsistencyFactory};
+pub use step::{BeamSearchFactory, DvtsFactory, OnlineBestOfNFactory, ParticleFilteringFactory};

@@ -10,6 +10,7 @@ use crate::best_of_n::BestOfNFactory;
 use crate::budget_forcing::BudgetForcingFactory;
 use crate::deepconf::{DeepConfFactory, DeepConfOnlineFactory};
 use crate::self_consistency::SelfConsistencyFactory;
+use crate::step::{BeamSearchFactory, DvtsFactory, OnlineBestOfNFactory, ParticleFilteringFactory};
 
 /// Strategies by name.
 #[derive(Clone, Default)]
@@ -35,6 +36,10 @@ impl Registry {
         r.register(Arc::new(DeepConfFactory::default()));
         r.register(Arc::new(DeepConfFactory::named("deepconf-offline")));
         r.register(Arc::new(DeepConfOnlineFactory));
+        r.register(Arc::new(OnlineBestOfNFactory));
+        r.register(Arc::new(BeamSearchFactory));
+        r.register(Arc::new(DvtsFactory));
+        r.register(Arc::new(ParticleFilteringFactory));
         r
     }
 
