@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo build --release -p ponder-cli -p ponder-sim
-//! cargo run --release -p ponder-server --example load -- [--clients 500] [--rounds 20]
+//! cargo run --release -p ponder-server --example serve_load -- [--clients 500] [--rounds 20]
 //!     [--ttft-ms 20] [--tpot-ms 1] [--max-tokens 16] [--capacity 250]
 //! ```
 //!
