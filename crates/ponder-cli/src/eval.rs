@@ -64,8 +64,9 @@ pub struct EvalArgs {
     /// and `ponder report` merges their directories. Default: all problems.
     #[arg(long, value_name = "I/N", value_parser = parse_shard)]
     pub shard: Option<Shard>,
-    /// Folder holding the benchmark files. Default: shared/data/benchmarks or
-    /// ../shared/data/benchmarks, from the current directory or the executable's ancestors.
+    /// Folder holding the benchmark files. Default: the repository's data/benchmarks, else
+    /// shared/data/benchmarks or ../shared/data/benchmarks, from the current directory or the
+    /// executable's ancestors.
     #[arg(long, env = DATA_DIR_ENV)]
     pub data_dir: Option<PathBuf>,
     /// Field holding the question. Default: the preset's, else `question`.

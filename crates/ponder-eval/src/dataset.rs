@@ -89,7 +89,7 @@ pub struct FilePreset {
     pub answer: AnswerPreset,
 }
 
-/// Presets for the files of `shared/data/benchmarks` (see its README for the fields).
+/// Presets for the files of `data/benchmarks` (see its README for the fields).
 pub const FILE_PRESETS: &[FilePreset] = &[
     FilePreset {
         name: "gsm8k",
@@ -289,14 +289,16 @@ pub fn choose(name_or_path: &str, overrides: &FieldOverrides) -> Result<Dataset,
 }
 
 /// Folders searched for benchmark files, in order: `data_dir` alone when given (the
-/// `--data-dir` flag or `PONDER_DATA_DIR`); otherwise `shared/data/benchmarks` and
-/// `../shared/data/benchmarks` relative to the current directory, then relative to each
-/// ancestor of the running executable.
+/// `--data-dir` flag or `PONDER_DATA_DIR`); otherwise `data/benchmarks` (the copy in the
+/// repository), `shared/data/benchmarks` and `../shared/data/benchmarks` relative to the current
+/// directory, then `data/benchmarks` and `shared/data/benchmarks` relative to each ancestor of the
+/// running executable.
 pub fn search_dirs(data_dir: Option<&Path>) -> Vec<PathBuf> {
     if let Some(d) = data_dir {
         return vec![d.to_path_buf()];
     }
-    let rel = Path::new("shared").join("data").join("benchmarks");
+    let bundled = Path::new("data").join("benchmarks");
+    let shared = Path::new("shared").join("data").join("benchmarks");
     let mut out: Vec<PathBuf> = Vec::new();
     let mut push = |p: PathBuf| {
         if !out.contains(&p) {
@@ -304,12 +306,14 @@ pub fn search_dirs(data_dir: Option<&Path>) -> Vec<PathBuf> {
         }
     };
     if let Ok(cwd) = std::env::current_dir() {
-        push(cwd.join(&rel));
-        push(cwd.join("..").join(&rel));
+        push(cwd.join(&bundled));
+        push(cwd.join(&shared));
+        push(cwd.join("..").join(&shared));
     }
     if let Ok(exe) = std::env::current_exe() {
         for ancestor in exe.ancestors().skip(1) {
-            push(ancestor.join(&rel));
+            push(ancestor.join(&bundled));
+            push(ancestor.join(&shared));
         }
     }
     out
@@ -772,12 +776,12 @@ mod tests {
         );
     }
 
-    /// The benchmark folder as seen from this crate (`<repo>/../shared/data/benchmarks`),
-    /// found the way the CLI finds it: by searching the ancestors.
+    /// The repository's copy of the benchmark files (`<repo>/data/benchmarks`), found the way
+    /// the CLI finds it: by searching the ancestors.
     fn benchmark_dirs() -> Vec<PathBuf> {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .ancestors()
-            .map(|a| a.join("shared").join("data").join("benchmarks"))
+            .map(|a| a.join("data").join("benchmarks"))
             .collect()
     }
 
