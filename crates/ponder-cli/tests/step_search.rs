@@ -193,7 +193,7 @@ fn beam_search_without_a_prm_fails_naming_the_capability() {
 fn eval_runs_the_step_strategies_on_hard_problems() {
     let s = Setup::new("eval");
     let lines = ["detector=structured", "min_step_tokens=1"];
-    let runs: [(&str, Vec<&str>); 5] = [
+    let runs: [(&str, Vec<&str>); 8] = [
         ("beam-search", vec!["beam_width=2", "candidates_per_beam=2"]),
         ("beam-search", lines.to_vec()),
         (
@@ -207,6 +207,15 @@ fn eval_runs_the_step_strategies_on_hard_problems() {
         (
             "particle-filtering",
             vec!["budget=4", "step_token=\nStep", "min_step_tokens=1"],
+        ),
+        (
+            "adaptive-scaling",
+            [&lines[..], &["candidates_per_step=2"]].concat(),
+        ),
+        ("uncertainty-cot", vec!["candidates_per_step=2"]),
+        (
+            "phi-decoding",
+            vec!["step_beam_size=2", "num_rollout=2", "num_foresight=3"],
         ),
     ];
     for (i, (strategy, sets)) in runs.iter().enumerate() {

@@ -10,7 +10,10 @@ use crate::best_of_n::BestOfNFactory;
 use crate::budget_forcing::BudgetForcingFactory;
 use crate::deepconf::{DeepConfFactory, DeepConfOnlineFactory};
 use crate::self_consistency::SelfConsistencyFactory;
-use crate::step::{BeamSearchFactory, DvtsFactory, OnlineBestOfNFactory, ParticleFilteringFactory};
+use crate::step::{
+    AdaptiveScalingFactory, BeamSearchFactory, DvtsFactory, OnlineBestOfNFactory,
+    ParticleFilteringFactory, PhiDecodingFactory, UncertaintyCotFactory,
+};
 
 /// Strategies by name.
 #[derive(Clone, Default)]
@@ -40,6 +43,9 @@ impl Registry {
         r.register(Arc::new(BeamSearchFactory));
         r.register(Arc::new(DvtsFactory));
         r.register(Arc::new(ParticleFilteringFactory));
+        r.register(Arc::new(AdaptiveScalingFactory));
+        r.register(Arc::new(UncertaintyCotFactory));
+        r.register(Arc::new(PhiDecodingFactory));
         r
     }
 

@@ -187,7 +187,8 @@ pub fn marker_stop_strings(categories: &[MarkerCategory], custom: &[String]) -> 
         words.extend(list.iter().map(|w| w.to_string()));
     }
     for marker in custom {
-        if marker.trim().is_empty() {
+        // Blank entries are skipped; newline markers (uncertainty-cot's line steps) are kept.
+        if marker.trim().is_empty() && !marker.contains('\n') {
             continue;
         }
         if marker.starts_with('\n') || !marker.chars().any(char::is_alphanumeric) {

@@ -5,21 +5,24 @@
 //! * [`generator`]: step and answer candidates over any backend with prefix continuation;
 //! * [`scorer`]: PRM (batched per step) and uncertainty step scorers;
 //! * [`trace`]: the search tree with every score and decision, for `details["search"]`;
-//! * the strategies [`online_best_of_n`], [`beam_search`], [`dvts`] and
-//!   [`particle_filtering`].
+//! * the strategies [`online_best_of_n`], [`beam_search`], [`dvts`],
+//!   [`particle_filtering`], [`phi_decoding`], [`adaptive_scaling`] and [`uncertainty_cot`].
 //!
 //! The parameters every step strategy shares are in [`StepConfig`]; each strategy adds its own
 //! and sets its defaults for the shared ones (DVTS samples hotter, with longer steps, than beam
 //! search).
 
+pub mod adaptive_scaling;
 pub mod beam_search;
 pub mod detector;
 pub mod dvts;
 pub mod generator;
 pub mod online_best_of_n;
 pub mod particle_filtering;
+pub mod phi_decoding;
 pub mod scorer;
 pub mod trace;
+pub mod uncertainty_cot;
 
 use std::sync::Arc;
 
@@ -30,14 +33,17 @@ use ponder_core::{
 };
 use serde::{Deserialize, Serialize};
 
+pub use adaptive_scaling::{AdaptiveScaling, AdaptiveScalingFactory};
 pub use beam_search::{BeamSearch, BeamSearchFactory};
 pub use detector::{CompletionReason, Detector, DetectorKind, MarkerCategory};
 pub use dvts::{Dvts, DvtsFactory};
 pub use generator::{CallKind, Continuation, StepCandidate, StepGenerator};
 pub use online_best_of_n::{OnlineBestOfN, OnlineBestOfNFactory};
 pub use particle_filtering::{ParticleFiltering, ParticleFilteringFactory};
+pub use phi_decoding::{PhiDecoding, PhiDecodingFactory};
 pub use scorer::{StepScorer, StepScorerKind};
 pub use trace::{NodeDecision, SearchTrace};
+pub use uncertainty_cot::{UncertaintyCot, UncertaintyCotFactory};
 
 use crate::baseline::{Thinking, THINK_END};
 use crate::scoring::Aggregation;

@@ -59,7 +59,7 @@ impl StepScorerKind {
         }
     }
 
-    fn uncertainty(self) -> Option<Uncertainty> {
+    pub(crate) fn uncertainty(self) -> Option<Uncertainty> {
         match self {
             StepScorerKind::Prm | StepScorerKind::LlmCritic => None,
             StepScorerKind::Entropy => Some(Uncertainty::Entropy),
