@@ -53,6 +53,9 @@ run dvts-16x4 --strategy dvts --set n=16 --set beam_width=4 --set 'step_patterns
 run particle-filtering-16 --strategy particle-filtering --set budget=16 \
   --set "step_token=$(printf '\nStep')" --set min_step_tokens=1
 run best-of-n-16-prm --strategy best-of-n --set n=16 --set scorer=prm --set score_aggregation=min
+run adaptive-scaling-8 --strategy adaptive-scaling --set candidates_per_step=8 \
+  --set detector=structured --set min_step_tokens=1
+run phi-decoding --strategy phi-decoding
 
 python3 - "$OUT" <<'PY'
 import json, os, sys
