@@ -1,11 +1,12 @@
 //! Offline best-of-N against a real `ponder-sim`: PRM scores through the pooling endpoint and
 //! uncertainty scores from streamed top-20 logprobs.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use ponder_core::{run_strategy, Backend, Message, Params, StrategyInput};
-use ponder_openai::{OpenAiBackend, OpenAiConfig, RewardConfig, RewardFormat};
 use ponder_sim::{SimConfig, SimHandle};
 use ponder_strategies::Registry;
 use ponder_task::Difficulty;
@@ -13,17 +14,7 @@ use ponder_task::Difficulty;
 const TEST_LIMIT: Duration = Duration::from_secs(60);
 
 fn backend(sim: &SimHandle) -> Arc<dyn Backend> {
-    let mut c = OpenAiConfig::new(vec![sim.base_url()], "ponder-sim");
-    c.api_key_env = None;
-    c.reward = Some(RewardConfig {
-        endpoints: Vec::new(),
-        path: "/pooling".into(),
-        model: "ponder-sim-prm".into(),
-        format: RewardFormat::Qwen,
-        system_prompt: None,
-        task: None,
-    });
-    Arc::new(OpenAiBackend::new(c).expect("valid config"))
+    common::sim_backend(sim, None)
 }
 
 async fn run(

@@ -11,6 +11,8 @@
 //! (φ-decoding's rollouts and completions) follows the first children to an answer, one token
 //! per step, one step per line, without advancing the draw counters.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -775,50 +777,10 @@ fn phi_decoding_checks_its_parameters() {
 
 mod sim {
     use super::*;
-    use ponder_core::Backend;
-    use ponder_openai::{OpenAiBackend, OpenAiConfig, RewardConfig, RewardFormat};
-    use ponder_sim::{SimConfig, SimHandle};
-    use ponder_strategies::Registry;
-    use ponder_task::Difficulty;
+    use crate::common::{sim_backend, solve};
+    use ponder_sim::SimConfig;
 
     const TEST_LIMIT: Duration = Duration::from_secs(120);
-
-    fn backend(sim: &SimHandle) -> Arc<dyn Backend> {
-        let mut c = OpenAiConfig::new(vec![sim.base_url()], "ponder-sim");
-        c.api_key_env = None;
-        c.reward = Some(RewardConfig {
-            endpoints: Vec::new(),
-            path: "/pooling".into(),
-            model: "ponder-sim-prm".into(),
-            format: RewardFormat::Qwen,
-            system_prompt: None,
-            task: None,
-        });
-        Arc::new(OpenAiBackend::new(c).expect("valid config"))
-    }
-
-    async fn solve(
-        backend: Arc<dyn Backend>,
-        strategy: &str,
-        params: serde_json::Value,
-        index: usize,
-    ) -> (StrategyResult, String) {
-        let params: Params = serde_json::from_value(params).expect("params");
-        let strategy = Registry::builtin()
-            .get(strategy)
-            .expect("registered")
-            .build(&params, backend.name(), &backend.capabilities())
-            .expect("builds");
-        let problem = ponder_task::generate_one(11, Difficulty::Hard, index);
-        let input = StrategyInput {
-            messages: vec![Message::user(problem.prompt())],
-            seed: index as u64,
-        };
-        let r = run_strategy(strategy.as_ref(), backend, &input)
-            .await
-            .expect("runs");
-        (r, problem.answer.to_string())
-    }
 
     #[tokio::test]
     async fn adaptive_scaling_solves_hard_problems_scoring_only_scaled_steps() {
@@ -829,7 +791,7 @@ mod sim {
             })
             .await
             .expect("sim");
-            let backend = backend(&sim);
+            let backend = sim_backend(&sim, None);
             let mut answered = 0;
             for i in 0..3 {
                 let before = sim.stats().pooling_requests;
@@ -882,7 +844,7 @@ mod sim {
             })
             .await
             .expect("sim");
-            let backend = backend(&sim);
+            let backend = sim_backend(&sim, None);
             let mut answered = 0;
             for (i, probe) in ["sequence", "sequence", "token"].iter().enumerate() {
                 let (r, _gold) = solve(
@@ -936,7 +898,7 @@ mod sim {
             })
             .await
             .expect("sim");
-            let backend = backend(&sim);
+            let backend = sim_backend(&sim, None);
             let mut answered = 0;
             for i in 0..2 {
                 let (r, _gold) = solve(

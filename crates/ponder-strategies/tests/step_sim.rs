@@ -1,55 +1,15 @@
 //! Step search against a real `ponder-sim` with its PRM endpoint: hard synthetic problems,
 //! answers extracted, one PRM call per scored step, and the search tree in the details.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use ponder_core::{run_strategy, Backend, Message, Params, StrategyInput, StrategyResult};
-use ponder_openai::{OpenAiBackend, OpenAiConfig, RewardConfig, RewardFormat};
-use ponder_sim::{SimConfig, SimHandle};
-use ponder_strategies::Registry;
-use ponder_task::Difficulty;
+mod common;
+
+use common::{sim_backend, solve};
+use ponder_core::StrategyResult;
+use ponder_sim::SimConfig;
 
 const TEST_LIMIT: Duration = Duration::from_secs(120);
-
-fn backend_with(sim: &SimHandle, max_stop_strings: Option<usize>) -> Arc<dyn Backend> {
-    let mut c = OpenAiConfig::new(vec![sim.base_url()], "ponder-sim");
-    c.api_key_env = None;
-    c.max_stop_strings = max_stop_strings;
-    c.reward = Some(RewardConfig {
-        endpoints: Vec::new(),
-        path: "/pooling".into(),
-        model: "ponder-sim-prm".into(),
-        format: RewardFormat::Qwen,
-        system_prompt: None,
-        task: None,
-    });
-    Arc::new(OpenAiBackend::new(c).expect("valid config"))
-}
-
-/// Runs `strategy` on hard problem `index`; returns the result and the gold answer.
-async fn solve(
-    backend: Arc<dyn Backend>,
-    strategy: &str,
-    params: serde_json::Value,
-    index: usize,
-) -> (StrategyResult, String) {
-    let params: Params = serde_json::from_value(params).expect("params");
-    let strategy = Registry::builtin()
-        .get(strategy)
-        .expect("registered")
-        .build(&params, backend.name(), &backend.capabilities())
-        .expect("builds");
-    let problem = ponder_task::generate_one(11, Difficulty::Hard, index);
-    let input = StrategyInput {
-        messages: vec![Message::user(problem.prompt())],
-        seed: index as u64,
-    };
-    let r = run_strategy(strategy.as_ref(), backend, &input)
-        .await
-        .expect("runs");
-    (r, problem.answer.to_string())
-}
 
 /// Scoring calls the trace records.
 fn recorded_reward_calls(r: &StrategyResult) -> u64 {
@@ -95,7 +55,7 @@ async fn beam_search_finds_the_right_chain_with_one_prm_call_per_step() {
         })
         .await
         .expect("sim");
-        let backend = backend_with(&sim, None);
+        let backend = sim_backend(&sim, None);
         let mut right = 0;
         for i in 0..5 {
             let before = sim.stats().pooling_requests;
@@ -158,13 +118,13 @@ async fn default_markers_and_client_side_stops_split_the_same_way() {
         let params =
             serde_json::json!({"beam_width": 2, "candidates_per_beam": 2, "min_step_tokens": 0});
         let (a, _) = solve(
-            backend_with(&limited, Some(4)),
+            sim_backend(&limited, Some(4)),
             "beam-search",
             params.clone(),
             1,
         )
         .await;
-        let (b, _) = solve(backend_with(&open, None), "beam-search", params, 1).await;
+        let (b, _) = solve(sim_backend(&open, None), "beam-search", params, 1).await;
         assert!(a.outcome.answer.is_some());
         assert_eq!(limited.stats().invalid_requests, 0);
         let texts = |r: &StrategyResult| -> Vec<String> {
@@ -193,7 +153,7 @@ async fn online_best_of_n_dvts_and_particle_filtering_against_the_simulator() {
         })
         .await
         .expect("sim");
-        let backend = backend_with(&sim, None);
+        let backend = sim_backend(&sim, None);
         let before = sim.stats().pooling_requests;
         let (r, _) = solve(
             backend.clone(),
@@ -268,7 +228,7 @@ async fn raw_text_continuation_uses_the_completions_endpoint() {
             .await
             .expect("sim");
         let (r, _) = solve(
-            backend_with(&sim, None),
+            sim_backend(&sim, None),
             "beam-search",
             merge(
                 line_steps(),
@@ -299,7 +259,7 @@ async fn an_llm_critic_scores_steps_through_chat_calls() {
         .await
         .expect("sim");
         let (r, _) = solve(
-            backend_with(&sim, None),
+            sim_backend(&sim, None),
             "online-best-of-n",
             merge(
                 line_steps(),

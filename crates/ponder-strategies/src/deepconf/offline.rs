@@ -16,7 +16,7 @@ use super::confidence::{
     filter_traces, token_confidences, ConfidenceMetric, TraceConfidence, TraceFilter,
 };
 use super::WeightedVote;
-use crate::common::{extract_options, with_system_prompt};
+use crate::common::{extract_options, invalid, with_system_prompt};
 use crate::self_consistency::DEFAULT_SYSTEM_PROMPT;
 
 /// Largest budget accepted (a guard against typos that would fan out thousands of traces).
@@ -283,14 +283,6 @@ impl Selection {
             TraceFilter::Threshold(_) => "threshold",
             TraceFilter::None => "none",
         }
-    }
-}
-
-fn invalid(strategy: &str, param: &str, reason: impl Into<String>) -> BuildError {
-    BuildError::InvalidParam {
-        strategy: strategy.into(),
-        param: param.into(),
-        reason: reason.into(),
     }
 }
 

@@ -247,11 +247,7 @@ const PARAMS: &[ParamSpec] = &[
 const NAME: &str = "deepconf-online";
 
 fn invalid(param: &str, reason: impl Into<String>) -> BuildError {
-    BuildError::InvalidParam {
-        strategy: NAME.into(),
-        param: param.into(),
-        reason: reason.into(),
-    }
+    crate::common::invalid(NAME, param, reason)
 }
 
 /// Builds [`DeepConfOnline`].

@@ -26,7 +26,7 @@ pub mod uncertainty_cot;
 
 use std::sync::Arc;
 
-use ponder_answer::{extract_answer, ExtractOptions};
+use ponder_answer::extract_answer;
 use ponder_core::{
     parse_params, Backend, BuildError, Capabilities, Capability, Message, ParamSpec, Params, Role,
     SamplingParams, SeededRng, StrategyError, StrategyInput, MAX_TOP_LOGPROBS,
@@ -416,13 +416,7 @@ pub(crate) struct StepSetup {
     pub max_step_tokens: u32,
 }
 
-pub(crate) fn invalid(strategy: &str, param: &str, reason: impl Into<String>) -> BuildError {
-    BuildError::InvalidParam {
-        strategy: strategy.into(),
-        param: param.into(),
-        reason: reason.into(),
-    }
-}
+pub(crate) use crate::common::invalid;
 
 impl StepSetup {
     /// Resolves `config` with `defaults` and checks the backend offers prefix continuation and
@@ -578,13 +572,7 @@ impl StepSetup {
 
     /// The chat of a run: the configured system prompt when the input has none, then the input.
     pub fn messages(&self, input: &StrategyInput) -> Vec<Message> {
-        let has_system = input.messages.iter().any(|m| m.role == Role::System);
-        let mut messages = Vec::with_capacity(input.messages.len() + 1);
-        if !has_system && !self.config.system_prompt.is_empty() {
-            messages.push(Message::system(self.config.system_prompt.clone()));
-        }
-        messages.extend(input.messages.iter().cloned());
-        messages
+        crate::common::with_system_prompt(&input.messages, &self.config.system_prompt)
     }
 
     pub fn generator(&self, input: &StrategyInput) -> StepGenerator {
@@ -643,9 +631,7 @@ impl StepSetup {
     }
 
     pub fn extract(&self, text: &str) -> Option<String> {
-        let options = ExtractOptions {
-            last_number_fallback: self.config.last_number_fallback,
-        };
+        let options = crate::common::extract_options(self.config.last_number_fallback);
         extract_answer(text, &options).map(|e| e.answer)
     }
 }
