@@ -12,9 +12,8 @@
 use std::sync::Arc;
 
 use ponder_core::{
-    Backend, BoxFuture, BuildError, Candidate, Capabilities, Capability, FinishReason, ParamSpec,
-    Params, Strategy, StrategyError, StrategyFactory, StrategyInfo, StrategyInput, StrategyOutcome,
-    TokenLogprob,
+    Backend, BoxFuture, BuildError, Capabilities, Capability, ParamSpec, Params, Strategy,
+    StrategyError, StrategyFactory, StrategyInfo, StrategyInput, StrategyOutcome, TokenLogprob,
 };
 use serde::{Deserialize, Serialize};
 
@@ -573,18 +572,12 @@ impl Strategy for AdaptiveScaling {
                 "reuse_probe": c.reuse_probe,
                 "steps": records,
             });
-            Ok(StrategyOutcome {
-                answer: answer.clone(),
-                selected: Some(0),
-                candidates: vec![Candidate {
-                    text,
-                    answer,
-                    votes: None,
-                    score,
-                    finish_reason: FinishReason::Stop,
-                    completion_tokens: Some(trajectory.tokens),
-                }],
-                details: serde_json::json!({
+            Ok(super::one_trajectory(
+                text,
+                answer,
+                score,
+                trajectory.tokens,
+                serde_json::json!({
                     "steps": trajectory.steps.len(),
                     "scaled_steps": scaled_steps,
                     "probe_only_steps": records.len() - scaled_steps,
@@ -595,7 +588,7 @@ impl Strategy for AdaptiveScaling {
                     "max_steps_hit": max_steps_hit,
                     "search": search,
                 }),
-            })
+            ))
         })
     }
 }

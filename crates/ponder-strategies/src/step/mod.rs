@@ -636,6 +636,29 @@ impl StepSetup {
     }
 }
 
+/// The outcome of a search that ends in one trajectory: that trajectory is the only candidate.
+pub(crate) fn one_trajectory(
+    text: String,
+    answer: Option<String>,
+    score: Option<f64>,
+    tokens: u64,
+    details: serde_json::Value,
+) -> ponder_core::StrategyOutcome {
+    ponder_core::StrategyOutcome {
+        answer: answer.clone(),
+        selected: Some(0),
+        candidates: vec![ponder_core::Candidate {
+            text,
+            answer,
+            votes: None,
+            score,
+            finish_reason: ponder_core::FinishReason::Stop,
+            completion_tokens: Some(tokens),
+        }],
+        details,
+    }
+}
+
 /// The seed of a generation call, derived from the run's seed and a label naming the call's
 /// place in the search (so concurrent calls get the same seeds whatever order they run in).
 pub(crate) fn call_seed(seed: u64, label: &str) -> u64 {

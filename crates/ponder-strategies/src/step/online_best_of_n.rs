@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use ponder_core::{
-    Backend, BoxFuture, BuildError, Candidate, Capabilities, Capability, FinishReason, ParamSpec,
-    Params, Strategy, StrategyError, StrategyFactory, StrategyInfo, StrategyInput, StrategyOutcome,
+    Backend, BoxFuture, BuildError, Capabilities, Capability, ParamSpec, Params, Strategy,
+    StrategyError, StrategyFactory, StrategyInfo, StrategyInput, StrategyOutcome,
 };
 use serde::Deserialize;
 
@@ -233,18 +233,12 @@ impl Strategy for OnlineBestOfN {
             let answer = setup.extract(&text);
             let score = aggregate(&trajectory.scores, Aggregation::Mean, None);
             let unscored = trajectory.scores.iter().filter(|s| s.is_none()).count();
-            Ok(StrategyOutcome {
-                answer: answer.clone(),
-                selected: Some(0),
-                candidates: vec![Candidate {
-                    text,
-                    answer,
-                    votes: None,
-                    score,
-                    finish_reason: FinishReason::Stop,
-                    completion_tokens: Some(trajectory.tokens),
-                }],
-                details: serde_json::json!({
+            Ok(super::one_trajectory(
+                text,
+                answer,
+                score,
+                trajectory.tokens,
+                serde_json::json!({
                     "steps": trajectory.steps.len(),
                     "step_scores": trajectory.scores,
                     "unscored_steps": unscored,
@@ -253,7 +247,7 @@ impl Strategy for OnlineBestOfN {
                     "max_steps_hit": max_steps_hit,
                     "search": trace.to_json(),
                 }),
-            })
+            ))
         })
     }
 }

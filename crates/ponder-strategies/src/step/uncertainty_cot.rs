@@ -13,9 +13,8 @@
 use std::sync::Arc;
 
 use ponder_core::{
-    Backend, BoxFuture, BuildError, Candidate, Capabilities, Capability, FinishReason, ParamSpec,
-    Params, Strategy, StrategyError, StrategyFactory, StrategyInfo, StrategyInput, StrategyOutcome,
-    TokenLogprob,
+    Backend, BoxFuture, BuildError, Capabilities, Capability, ParamSpec, Params, Strategy,
+    StrategyError, StrategyFactory, StrategyInfo, StrategyInput, StrategyOutcome, TokenLogprob,
 };
 use serde::{Deserialize, Serialize};
 
@@ -534,18 +533,12 @@ impl Strategy for UncertaintyCot {
                 "threshold": c.uncertainty_threshold,
                 "steps": records,
             });
-            Ok(StrategyOutcome {
-                answer: answer.clone(),
-                selected: Some(0),
-                candidates: vec![Candidate {
-                    text,
-                    answer,
-                    votes: None,
-                    score,
-                    finish_reason: FinishReason::Stop,
-                    completion_tokens: Some(trajectory.tokens),
-                }],
-                details: serde_json::json!({
+            Ok(super::one_trajectory(
+                text,
+                answer,
+                score,
+                trajectory.tokens,
+                serde_json::json!({
                     "steps": trajectory.steps.len(),
                     "greedy_steps": records.len() - multi,
                     "multi_path_steps": multi,
@@ -556,7 +549,7 @@ impl Strategy for UncertaintyCot {
                     "max_steps_hit": max_steps_hit,
                     "search": search,
                 }),
-            })
+            ))
         })
     }
 }
