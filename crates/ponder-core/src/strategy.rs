@@ -166,11 +166,16 @@ pub fn parse_params<T: serde::de::DeserializeOwned>(
     }
     let object: serde_json::Map<String, serde_json::Value> =
         params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    serde_json::from_value(serde_json::Value::Object(object)).map_err(|e| {
-        let message = e.to_string();
+    serde_path_to_error::deserialize(serde_json::Value::Object(object)).map_err(|e| {
+        let message = e.inner().to_string();
+        // The path names the parameter whose value failed; a failure of the whole object
+        // (a missing required key) has none, so fall back to a key the message names.
+        let path = e.path().to_string();
+        let first = path.split(['.', '[']).next().unwrap_or("");
         let param = names
             .iter()
-            .find(|n| message.contains(&format!("`{n}`")))
+            .find(|n| **n == first)
+            .or_else(|| names.iter().find(|n| message.contains(&format!("`{n}`"))))
             .map(|n| n.to_string())
             .unwrap_or_else(|| names.join("/"));
         BuildError::InvalidParam {
@@ -226,5 +231,37 @@ mod tests {
         let mut p = Params::new();
         p.insert("n".into(), serde_json::json!(4));
         assert_eq!(parse_params::<Demo>("demo", &p, DEMO).map(|d| d.n), Ok(4));
+    }
+
+    #[test]
+    fn a_wrong_type_names_its_own_param_among_several() {
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Two {
+            #[serde(default)]
+            n: u32,
+            #[serde(default)]
+            temperature: f64,
+        }
+        let specs = [
+            ParamSpec {
+                name: "n",
+                default: "8",
+                description: "",
+            },
+            ParamSpec {
+                name: "temperature",
+                default: "0.7",
+                description: "",
+            },
+        ];
+        let mut p = Params::new();
+        p.insert("n".into(), serde_json::json!(4));
+        p.insert("temperature".into(), serde_json::json!("hot"));
+        match parse_params::<Two>("demo", &p, &specs) {
+            Err(BuildError::InvalidParam { param, .. }) => assert_eq!(param, "temperature"),
+            other => panic!("unexpected {other:?}"),
+        }
     }
 }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ponder_core::{
-    BuildError, GenerationRequest, Message, Params, Prompt, SamplingParams, Strategy,
-    StrategyFactory, StrategyInput,
+    GenerationRequest, Message, Params, Prompt, SamplingParams, Strategy, StrategyFactory,
+    StrategyInput,
 };
 use ponder_openai::wire::{ChatCompletionRequest, CompletionRequest, PromptInput, StopSpec};
 use serde_json::{Map, Value};
@@ -534,9 +534,7 @@ fn strategy_job(
         }
     }
     let backend = state.backend.clone();
-    let strategy = factory
-        .build(&params, backend.name(), &backend.capabilities())
-        .map_err(|e| name_the_param(e, factory.as_ref(), &params, backend.as_ref()))?;
+    let strategy = factory.build(&params, backend.name(), &backend.capabilities())?;
     let seed = ponder
         .seed
         .or(alias_seed)
@@ -548,41 +546,4 @@ fn strategy_job(
         input: StrategyInput { messages, seed },
         details: ponder.details,
     })
-}
-
-/// A type error in one parameter may be reported naming every parameter (serde's message does
-/// not always name the field); find the one at fault by building with each given key alone.
-fn name_the_param(
-    error: BuildError,
-    factory: &dyn StrategyFactory,
-    params: &Params,
-    backend: &dyn ponder_core::Backend,
-) -> BuildError {
-    let BuildError::InvalidParam {
-        strategy,
-        param,
-        reason,
-    } = error
-    else {
-        return error;
-    };
-    if !param.contains('/') {
-        return BuildError::InvalidParam {
-            strategy,
-            param,
-            reason,
-        };
-    }
-    let culprit = params.iter().find(|(key, value)| {
-        let alone: Params = [((*key).clone(), (*value).clone())].into_iter().collect();
-        matches!(
-            factory.build(&alone, backend.name(), &backend.capabilities()),
-            Err(BuildError::InvalidParam { .. })
-        )
-    });
-    BuildError::InvalidParam {
-        strategy,
-        param: culprit.map_or(param, |(k, _)| k.clone()),
-        reason,
-    }
 }
