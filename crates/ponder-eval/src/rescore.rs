@@ -295,23 +295,8 @@ fn choose(rule: Rule, set: &SampleSet, judged: &Judged, seed: u64) -> Option<usi
     }
 }
 
-/// Unbiased pass@k for `n` samples with `c` correct: `1 − C(n−c, k)/C(n, k)`, as a product so
-/// it never overflows. `k` is capped at `n`.
-pub fn pass_at_k(n: usize, c: usize, k: usize) -> f64 {
-    if n == 0 {
-        return 0.0;
-    }
-    let k = k.clamp(1, n);
-    if n - c < k {
-        return 1.0;
-    }
-    // C(n−c, k)/C(n, k) = Π_{i = n−c+1}^{n} (1 − k/i)
-    let mut miss = 1.0;
-    for i in (n - c + 1)..=n {
-        miss *= 1.0 - k as f64 / i as f64;
-    }
-    1.0 - miss
-}
+/// Unbiased pass@k, shared with the run summaries.
+pub use crate::summary::pass_at_k;
 
 /// Applies every rule to every problem.
 pub fn rescore(sets: &[SampleSet], options: &RescoreOptions) -> RescoreReport {
