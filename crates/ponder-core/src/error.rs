@@ -47,6 +47,9 @@ pub enum BackendError {
     Deadline(Duration),
     #[error("the generation was cancelled")]
     Cancelled,
+    /// An in-process engine failed (the model could not decode, the KV cache is full).
+    #[error("{backend}: {message}")]
+    Engine { backend: String, message: String },
 }
 
 impl BackendError {
