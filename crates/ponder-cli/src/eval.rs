@@ -15,7 +15,7 @@ use ponder_eval::store::{
 };
 use ponder_eval::{choose, summarize, FieldOverrides, LoadOptions, Record, Shard, Summary};
 
-use crate::solve::{build, resolve_flags, RunFlags};
+use crate::solve::{build, resolve_flags, Built, RunFlags};
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -34,9 +34,15 @@ pub struct EvalArgs {
     /// instead (a samples file or eval records with questions; no server, no --model).
     #[arg(long, env = "PONDER_BACKEND", value_delimiter = ',')]
     pub backend: Vec<String>,
-    /// Model name sent to the server. Default: `backend.model` from the config file.
+    /// Model name sent to the server, or a GGUF file to run in-process on the embedded engine
+    /// (then no --backend). Default: `backend.model` from the config file; with neither a
+    /// backend nor a model, the bundled model in `models/`.
     #[arg(long, env = "PONDER_MODEL")]
     pub model: Option<String>,
+    /// A process reward model (GGUF) for the embedded engine. Default: the bundled PRM with the
+    /// bundled model, none with a --model file.
+    #[arg(long, env = "PONDER_PRM", value_name = "PRM.gguf")]
+    pub prm: Option<PathBuf>,
     /// YAML config file (keys: backend, strategy, params, seed).
     #[arg(long, env = "PONDER_CONFIG")]
     pub config: Option<PathBuf>,
@@ -95,6 +101,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let resolved = resolve_flags(&RunFlags {
         backend: args.backend.clone(),
         model: args.model.clone(),
+        prm: args.prm.clone(),
         strategy: args.strategy.clone(),
         set: args.set.clone(),
         config: args.config.clone(),
@@ -161,13 +168,26 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         params: resolved.params.clone(),
         seed: resolved.seed,
         shard: args.shard,
-        backend: BackendSettings {
-            endpoints: resolved.backend.endpoints.clone(),
-            model: resolved.backend.model.clone(),
+        backend: match &resolved.engine {
+            // The embedded engine is recorded as an `engine:` endpoint with the model file.
+            Some(m) => BackendSettings {
+                endpoints: vec![format!("engine:{}", m.model.display())],
+                model: m
+                    .prm
+                    .as_ref()
+                    .map(|p| format!("prm:{}", p.display()))
+                    .unwrap_or_default(),
+            },
+            None => BackendSettings {
+                endpoints: resolved.backend.endpoints.clone(),
+                model: resolved.backend.model.clone(),
+            },
         },
     };
     // Build first: a bad strategy or parameter fails before anything is written.
-    let (backend, strategy) = build(&resolved)?;
+    let Built {
+        backend, strategy, ..
+    } = build(&resolved)?;
 
     let dir = RunDir::new(&args.out);
     let prepared = dir.prepare(&settings, args.resume)?;

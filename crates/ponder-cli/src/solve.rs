@@ -9,6 +9,7 @@ use ponder_core::{
     parse_param_value, run_strategy, Backend, Message, Params, Strategy, StrategyInput,
     StrategyResult,
 };
+use ponder_engine::{Engine, EngineConfig};
 use ponder_eval::replay::{Pool, ReplayBackend};
 use ponder_openai::{OpenAiBackend, OpenAiConfig};
 use ponder_strategies::Registry;
@@ -27,9 +28,15 @@ pub struct SolveArgs {
     /// instead (a samples file or eval records with questions; no server, no --model).
     #[arg(long, env = "PONDER_BACKEND", value_delimiter = ',')]
     pub backend: Vec<String>,
-    /// Model name sent to the server. Default: `backend.model` from the config file.
+    /// Model name sent to the server, or a GGUF file (`path/model.gguf`) to run in-process on
+    /// the embedded engine (then no --backend). Default: `backend.model` from the config file;
+    /// with neither a backend nor a model, the bundled model in `models/`.
     #[arg(long, env = "PONDER_MODEL")]
     pub model: Option<String>,
+    /// A process reward model (GGUF) for the embedded engine, for strategies that score steps.
+    /// Default: the bundled PRM with the bundled model, none with a --model file.
+    #[arg(long, env = "PONDER_PRM", value_name = "PRM.gguf")]
+    pub prm: Option<PathBuf>,
     /// Strategy name (`ponder strategies` lists them). Default: self-consistency.
     #[arg(long, env = "PONDER_STRATEGY")]
     pub strategy: Option<String>,
@@ -56,6 +63,8 @@ pub struct SolveArgs {
 #[derive(Debug)]
 pub(crate) struct Resolved {
     pub(crate) backend: OpenAiConfig,
+    /// Set when generations run in-process on the embedded engine instead of over HTTP.
+    pub(crate) engine: Option<EngineModels>,
     pub(crate) strategy: String,
     pub(crate) params: Params,
     pub(crate) seed: u64,
@@ -66,6 +75,7 @@ pub(crate) struct Resolved {
 pub(crate) struct RunFlags {
     pub(crate) backend: Vec<String>,
     pub(crate) model: Option<String>,
+    pub(crate) prm: Option<PathBuf>,
     pub(crate) strategy: Option<String>,
     pub(crate) set: Vec<String>,
     pub(crate) config: Option<PathBuf>,
@@ -76,6 +86,7 @@ fn resolve(args: &SolveArgs) -> anyhow::Result<Resolved> {
     resolve_flags(&RunFlags {
         backend: args.backend.clone(),
         model: args.model.clone(),
+        prm: args.prm.clone(),
         strategy: args.strategy.clone(),
         set: args.set.clone(),
         config: args.config.clone(),
@@ -96,10 +107,16 @@ pub(crate) fn resolve_flags(args: &RunFlags) -> anyhow::Result<Resolved> {
     if let Some(model) = &args.model {
         backend.model = model.clone();
     }
+    let mut engine = None;
     if backend.endpoints.is_empty() {
-        bail!("no backend: pass --backend URL (or set PONDER_BACKEND, or backend.endpoints in the config file)");
+        engine = Some(engine_models(&backend.model, args.prm.as_deref())?);
+    } else if let Some(prm) = &args.prm {
+        bail!(
+            "--prm {} needs the embedded engine: pass a GGUF file as --model and no --backend",
+            prm.display()
+        );
     }
-    if backend.model.is_empty() && replay_pool(&backend.endpoints).is_none() {
+    if engine.is_none() && backend.model.is_empty() && replay_pool(&backend.endpoints).is_none() {
         bail!("no model: pass --model NAME (or set PONDER_MODEL, or backend.model in the config file)");
     }
     let mut params = file.params;
@@ -115,6 +132,7 @@ pub(crate) fn resolve_flags(args: &RunFlags) -> anyhow::Result<Resolved> {
     }
     Ok(Resolved {
         backend,
+        engine,
         strategy: args
             .strategy
             .clone()
@@ -123,6 +141,99 @@ pub(crate) fn resolve_flags(args: &RunFlags) -> anyhow::Result<Resolved> {
         params,
         seed: args.seed.or(file.seed).unwrap_or(0),
     })
+}
+
+/// The GGUF files the embedded engine runs.
+#[derive(Debug, Clone)]
+pub(crate) struct EngineModels {
+    pub(crate) model: PathBuf,
+    pub(crate) prm: Option<PathBuf>,
+}
+
+/// File names of the bundled models inside the models folder.
+const BUNDLED_POLICY: &str = "ponder-policy.gguf";
+const BUNDLED_PRM: &str = "ponder-prm.gguf";
+
+/// The folder holding the bundled models: `$PONDER_MODELS_DIR`, else `models/` in the current
+/// directory or an ancestor of the executable, else the repository this binary was built from.
+fn bundled_models_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("PONDER_MODELS_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    let has = |dir: &Path| dir.join(BUNDLED_POLICY).is_file();
+    let cwd = std::env::current_dir().ok().map(|d| d.join("models"));
+    let exe = std::env::current_exe().ok();
+    let from_exe = exe
+        .iter()
+        .flat_map(|e| e.ancestors().skip(1))
+        .map(|d| d.join("models"));
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
+    cwd.into_iter()
+        .chain(from_exe)
+        .chain(std::iter::once(built))
+        .find(|d| has(d))
+}
+
+/// Which models the engine runs, when no backend is configured: `--model` if it names a GGUF
+/// file, else the bundled policy (and the bundled PRM).
+fn engine_models(model: &str, prm: Option<&Path>) -> anyhow::Result<EngineModels> {
+    if !model.is_empty() {
+        let path = PathBuf::from(model);
+        if !(model.ends_with(".gguf") || path.is_file()) {
+            bail!(
+                "no backend for model `{model}`: pass --backend URL for a served model, or a \
+                 GGUF file as --model to run it in-process"
+            );
+        }
+        return Ok(EngineModels {
+            model: path,
+            prm: prm.map(Path::to_path_buf),
+        });
+    }
+    let Some(dir) = bundled_models_dir() else {
+        bail!(
+            "no backend and no model: pass --backend URL (or PONDER_BACKEND), or --model \
+             FILE.gguf; the bundled model ({BUNDLED_POLICY}) was not found in models/ \
+             (set PONDER_MODELS_DIR to the folder holding it)"
+        );
+    };
+    let bundled_prm = dir.join(BUNDLED_PRM);
+    Ok(EngineModels {
+        model: dir.join(BUNDLED_POLICY),
+        prm: prm
+            .map(Path::to_path_buf)
+            .or_else(|| bundled_prm.is_file().then_some(bundled_prm)),
+    })
+}
+
+/// Loads the engine (and its reward model) for `models`.
+pub(crate) fn load_engine(models: &EngineModels, seed: u64) -> anyhow::Result<Arc<Engine>> {
+    let config = || EngineConfig {
+        seed,
+        ..Default::default()
+    };
+    let mut engine = Engine::load(&models.model, config())?;
+    if let Some(prm) = &models.prm {
+        let reward = Engine::load(prm, config())
+            .with_context(|| format!("cannot load the reward model {}", prm.display()))?;
+        engine = engine.with_reward_model(Arc::new(reward))?;
+    }
+    Ok(Arc::new(engine))
+}
+
+/// What a run is served by, for messages: the endpoints, or the engine's model files.
+pub(crate) fn describe_backend(resolved: &Resolved) -> String {
+    match &resolved.engine {
+        Some(m) => match &m.prm {
+            Some(prm) => format!(
+                "the embedded engine ({}, PRM {})",
+                m.model.display(),
+                prm.display()
+            ),
+            None => format!("the embedded engine ({})", m.model.display()),
+        },
+        None => resolved.backend.endpoints.join(", "),
+    }
 }
 
 /// `--backend replay:FILE`: the path of a saved pool of traces (see `ponder_eval::replay`).
@@ -135,8 +246,15 @@ fn replay_pool(endpoints: &[String]) -> Option<&str> {
 
 /// The backend (HTTP, or a replay pool) and the strategy of `resolved`, checked against each
 /// other.
-pub(crate) fn build(resolved: &Resolved) -> anyhow::Result<(Arc<dyn Backend>, Arc<dyn Strategy>)> {
+pub(crate) fn build(resolved: &Resolved) -> anyhow::Result<Built> {
+    let mut engine = None;
     let backend: Arc<dyn Backend> = match replay_pool(&resolved.backend.endpoints) {
+        _ if resolved.engine.is_some() => {
+            let models = resolved.engine.as_ref().expect("checked");
+            let e = load_engine(models, resolved.seed)?;
+            engine = Some(Arc::clone(&e));
+            e
+        }
         Some(path) => {
             let pool = Pool::load(Path::new(path))?;
             Arc::new(ReplayBackend::new(
@@ -155,7 +273,18 @@ pub(crate) fn build(resolved: &Resolved) -> anyhow::Result<(Arc<dyn Backend>, Ar
         backend.name(),
         &backend.capabilities(),
     )?;
-    Ok((backend, strategy))
+    Ok(Built {
+        backend,
+        strategy,
+        engine,
+    })
+}
+
+/// A built backend and strategy; `engine` is the embedded engine when one serves the run.
+pub(crate) struct Built {
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) strategy: Arc<dyn Strategy>,
+    pub(crate) engine: Option<Arc<Engine>>,
 }
 
 pub fn run(args: SolveArgs) -> anyhow::Result<()> {
@@ -164,8 +293,12 @@ pub fn run(args: SolveArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let endpoints = resolved.backend.endpoints.join(", ");
-    let (backend, strategy) = build(&resolved)?;
+    let endpoints = describe_backend(&resolved);
+    let Built {
+        backend,
+        strategy,
+        engine,
+    } = build(&resolved)?;
     let input = StrategyInput {
         messages: vec![Message::user(args.question.clone())],
         seed: resolved.seed,
@@ -181,7 +314,15 @@ pub fn run(args: SolveArgs) -> anyhow::Result<()> {
         write_trace(path, &result)?;
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&json_report(&result))?);
+        let mut report = json_report(&result);
+        if let Some(e) = &engine {
+            report["engine"] = serde_json::json!({
+                "model": e.info().path,
+                "stats": e.stats(),
+                "reward_model": e.reward_stats(),
+            });
+        }
+        println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_summary(&result);
     }
