@@ -8,6 +8,7 @@ mod eval;
 mod grade;
 mod report;
 mod rescore;
+mod run;
 mod serve;
 mod solve;
 mod task;
@@ -52,6 +53,8 @@ enum Command {
     Grade(grade::GradeArgs),
     /// Serve an OpenAI-compatible API that runs a strategy behind each request.
     Serve(serve::ServeArgs),
+    /// Run an agent workflow (plans, tools, scoring, selection) from a YAML file.
+    Run(run::RunArgs),
 }
 
 /// A reader that went away (`ponder … | head`) ends the output, not the program with a panic:
@@ -91,6 +94,7 @@ fn main() -> ExitCode {
         Command::Rescore(args) => rescore::run(args),
         Command::Grade(args) => grade::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Run(args) => run::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -247,6 +247,13 @@ fn generic_reply(
     verdict: Option<bool>,
     context: &str,
 ) -> Draft {
+    if let Some(text) = marker.and_then(|m| crate::agent::content_reply(m, rng)) {
+        return Draft {
+            text,
+            wrong: Vec::new(),
+            confident: false,
+        };
+    }
     let mut text = String::new();
     let count = 2 + rng.below(4) as usize;
     push_sentences(&mut text, rng, count);
@@ -281,7 +288,9 @@ fn marker_value(
         }
         .to_string(),
         MarkerKind::Index => {
-            let k = marker::count_numbered_items(context).max(1);
+            let k = crate::agent::candidate_count(context)
+                .unwrap_or_else(|| marker::count_numbered_items(context))
+                .max(1);
             let right = problem.map_or_else(Vec::new, |p| math::items_with_answer(context, p, k));
             let pick = if !right.is_empty() && rng.chance(0.85) {
                 right[rng.below(right.len() as u64) as usize]

@@ -25,6 +25,9 @@
 //!   right solutions 7–10 and wrong ones 1–4, and a selector prefers items with the right
 //!   boxed answer. A task prompt asking for an `…ANSWER:` marker gets the solution followed by
 //!   `MARKER: <answer>`.
+//! * Agent-pipeline prompts (module `agent`): a prompt asking for `PLAN:`, `EDITED PLAN:`,
+//!   `FEEDBACK:` or `MERGED OUTPUT:` gets the marker followed by numbered lines; a selection
+//!   over `--- candidate N ---` blocks picks among those blocks.
 //! * Anything else gets a few sentences of generic prose.
 //!
 //! The output depends only on the server seed, the request's `seed` (its arrival number at
@@ -82,6 +85,7 @@
 //! # Ok(()) }
 //! ```
 
+mod agent;
 mod config;
 mod error;
 mod generate;
