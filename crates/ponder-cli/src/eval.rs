@@ -1,5 +1,6 @@
 //! `ponder eval`: runs a strategy over a dataset, one record per problem in
-//! `DIR/records.jsonl`, then writes `DIR/summary.json`.
+//! `DIR/records.jsonl`, then writes `DIR/summary.json` (and `DIR/engine.json` with the embedded
+//! engine's counters when it served the run).
 
 use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
@@ -186,7 +187,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     };
     // Build first: a bad strategy or parameter fails before anything is written.
     let Built {
-        backend, strategy, ..
+        backend,
+        strategy,
+        engine,
     } = build(&resolved)?;
 
     let dir = RunDir::new(&args.out);
@@ -272,6 +275,17 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     progress.finish();
     let wall_ms = started.elapsed().as_millis() as u64;
     drop(runtime);
+    if let Some(e) = &engine {
+        // What the embedded engine decoded (this session only): prefills, forks, PRM tokens.
+        let report = serde_json::json!({
+            "model": e.info().path,
+            "stats": e.stats(),
+            "reward_model": e.reward_stats(),
+        });
+        let path = args.out.join("engine.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
 
     // The summary covers every record on disk, those of earlier sessions included.
     let read = read_records(&dir.records_path())?;
