@@ -1068,12 +1068,14 @@ impl Worker {
     }
 }
 
-/// The assistant text a PRM reads: each step (trimmed), a space, the step tag, a newline.
+/// The assistant text a PRM reads (the format `training/train_prm.py` trains on): each step
+/// trimmed, a space and the step tag, steps joined by newlines, nothing after the last tag.
 pub fn prm_text(steps: &[String], step_tag: &str) -> String {
     steps
         .iter()
-        .map(|s| format!("{} {step_tag}\n", s.trim()))
-        .collect()
+        .map(|s| format!("{} {step_tag}", s.trim()))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Takes the longest valid UTF-8 prefix of `buf` as text; invalid bytes become U+FFFD, a
@@ -1136,7 +1138,7 @@ mod tests {
     fn prm_text_format() {
         assert_eq!(
             prm_text(&["Step 1: a.".into(), " Step 2: b. ".into()], "<|step|>"),
-            "Step 1: a. <|step|>\nStep 2: b. <|step|>\n"
+            "Step 1: a. <|step|>\nStep 2: b. <|step|>"
         );
     }
 }

@@ -1,0 +1,322 @@
+#!/usr/bin/env python3
+"""Math-Shepherd-style process reward model for the bundled policy.
+
+1. Sample solutions from the policy (T=1.0) on the PRM problems (seeds 5002/5003, disjoint from
+   the policy's training and from evaluation), prompts from the training prompt mix.
+2. Label every step by Monte-Carlo rollouts (hard estimation, Math-Shepherd): a step is good
+   ('+') when at least one of --rollouts continuations (T=0.7) from the prefix ending with it
+   reaches the gold answer. The answer line's label is whether the solution's answer is right.
+   Shortcuts that do not change the estimate's meaning: every step of a solution that itself
+   reaches the gold answer is good (that solution is such a continuation), and once a step is
+   bad, the later steps of the same solution are bad (they extend a prefix from which no
+   rollout reached the answer).
+3. Train the PRM, initialised from the policy weights, with a two-way cross-entropy over the
+   '+' / '-' logits at each <|step|> tag position (common.prm_text gives the format).
+4. Evaluate on held-out PRM problems (step AUC against MC labels and against exact step
+   checks) and as a best-of-16 reranker on dev hard problems versus majority voting.
+
+Usage (GPU): python3 training/train_prm.py --policy DIR/policy.safetensors --out DIR
+      (CPU smoke test): python3 training/train_prm.py --tiny --policy /tmp/p/policy.safetensors --out /tmp/r
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common as C  # noqa: E402
+from evaluate import prompt_ids  # noqa: E402
+from model import Config, Transformer, generate  # noqa: E402
+from train_policy import DATA, fp16_state, load_fp16_state, lr_at  # noqa: E402
+
+
+def load_policy(path, device):
+    with safe_open(path, "pt") as f:
+        cfg = Config(**json.loads(f.metadata()["config"]))
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    m = Transformer(cfg).to(device)
+    load_fp16_state(m, state)
+    m.eval()
+    return m, cfg, state
+
+
+def gen_batched(model, prompts, max_new, temperature, gen, batch):
+    out = []
+    for i in range(0, len(prompts), batch):
+        out += generate(model, prompts[i:i + batch], max_new, temperature, C.IM_END_ID, gen)
+    return out
+
+
+def auc(scores, labels):
+    s = np.asarray(scores)
+    y = np.asarray(labels, dtype=bool)
+    if y.all() or (~y).all():
+        return float("nan")
+    order = s.argsort()
+    ranks = np.empty(len(s))
+    ranks[order] = np.arange(1, len(s) + 1)
+    npos = y.sum()
+    return float((ranks[y].sum() - npos * (npos + 1) / 2) / (npos * (len(s) - npos)))
+
+
+def true_labels(rec, steps):
+    """Exact labels for diagnostics: step k is right while every step so far equals the reference;
+    the answer line is right when its number is the gold answer."""
+    out, ok = [], True
+    for k, s in enumerate(steps, 1):
+        if C.final_answer(s) is not None and not C.parse_steps(s):
+            out.append(C.final_answer(s) == rec["answer"])
+        else:
+            ok = ok and C.step_matches_reference(s, k, rec)
+            out.append(ok)
+    return out
+
+
+@torch.no_grad()
+def prm_scores(prm, items, batch=256):
+    """items: list of (messages, steps) -> list of per-tag P(+)."""
+    dev = next(prm.parameters()).device
+    res = []
+    for i in range(0, len(items), batch):
+        chunk = [C.encode(C.prm_text(m, s)) for m, s in items[i:i + batch]]
+        T = max(len(t) for t in chunk)
+        toks = torch.full((len(chunk), T), C.PAD_ID, dtype=torch.long)
+        for j, t in enumerate(chunk):
+            toks[j, :len(t)] = torch.tensor(t)
+        toks = toks.to(dev)
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            logits = prm(toks)
+        pm = logits[..., [C.PLUS_ID, C.MINUS_ID]].float().softmax(-1)[..., 0]
+        for j, t in enumerate(chunk):
+            pos = [p for p, x in enumerate(t) if x == C.STEP_ID]
+            res.append(pm[j, pos].tolist())
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--policy", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--tiny", action="store_true")
+    ap.add_argument("--val-frac", type=float, default=0.1)
+    ap.add_argument("--bo-problems", type=int, default=200, help="dev hard problems for best-of-16")
+    ap.add_argument("--seed", type=int, default=4321)
+    ap.add_argument("--problems", type=int, default=3200, help="PRM problems (hard:medium 3:1)")
+    ap.add_argument("--samples", type=int, default=2, help="policy solutions per problem")
+    ap.add_argument("--rollouts", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=800)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--gen-batch", type=int, default=2048)
+    ap.add_argument("--time-limit", type=float, default=120, help="PRM training seconds at most")
+    ap.add_argument("--rollout-limit", type=float, default=240, help="rollout seconds at most")
+    args = ap.parse_args()
+    if args.tiny:
+        args.problems, args.samples, args.rollouts, args.steps, args.batch = 12, 2, 2, 10, 4
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    gen = torch.Generator(device=device)
+    gen.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+    log = {"args": vars(args)}
+    t0 = time.time()
+
+    policy, cfg, pstate = load_policy(args.policy, device)
+    n_h = args.problems * 3 // 4
+    recs = C.read_records(DATA / "prm_hard.jsonl.xz")[:n_h] + \
+        C.read_records(DATA / "prm_medium.jsonl.xz")[:args.problems - n_h]
+    rng.shuffle(recs)
+
+    # 1. policy solutions
+    items = []  # (rec, messages, prompt ids)
+    for r in recs:
+        for _ in range(args.samples):
+            msgs = C.sample_messages(r, rng) if rng.random() < 0.5 else C.eval_messages(r)
+            items.append((r, msgs, C.encode(C.render_chat(msgs, True))))
+    order = sorted(range(len(items)), key=lambda i: len(items[i][2]))
+    items = [items[i] for i in order]
+    outs = gen_batched(policy, [p for _, _, p in items], 400, 1.0, gen, args.gen_batch)
+    sols = []
+    for (r, msgs, p), o in zip(items, outs):
+        text = C.decode([x for x in o if x < 256])  # generated control tokens dropped
+        steps = C.split_steps(text)
+        if steps:
+            sols.append({"rec": r, "messages": msgs, "prompt": p, "steps": steps,
+                         "correct": C.final_answer(text) == r["answer"]})
+    acc = sum(s["correct"] for s in sols) / max(1, len(sols))
+    print(f"{len(sols)} solutions sampled, {acc:.3f} correct ({time.time() - t0:.0f}s)", flush=True)
+
+    # 2. MC labels, step by step over the solutions still undecided
+    for s in sols:
+        n = len(s["steps"])
+        s["mc"] = [None] * n
+        s["mc_frac"] = [None] * n
+        last_is_answer = C.final_answer(s["steps"][-1]) is not None and not C.parse_steps(s["steps"][-1])
+        if s["correct"]:
+            s["mc"] = [True] * n
+        elif last_is_answer:
+            s["mc"][-1] = False
+    n_roll = 0
+    max_k = max(len(s["steps"]) for s in sols)
+    t_roll = time.time()
+    for k in range(max_k):
+        todo = [s for s in sols if k < len(s["steps"]) and s["mc"][k] is None
+                and (k == 0 or s["mc"][k - 1] is not False)]
+        for s in sols:
+            if k < len(s["steps"]) and s["mc"][k] is None and k > 0 and s["mc"][k - 1] is False:
+                s["mc"][k] = False
+        if not todo:
+            continue
+        todo.sort(key=lambda s: len(s["prompt"]))  # similar lengths batch together
+        prompts = []
+        for s in todo:
+            prefix = s["prompt"] + C.encode("\n".join(s["steps"][:k + 1]) + "\n", parse_special=False)
+            prompts += [prefix] * args.rollouts
+        # a continuation needs at most ~45 tokens per remaining reference step plus the answer
+        rem = max(len(s["rec"]["steps"]) - k for s in todo)
+        o = gen_batched(policy, prompts, min(400, 45 * rem + 40), 0.7, gen, args.gen_batch)
+        n_roll += len(prompts)
+        for i, s in enumerate(todo):
+            hits = sum(C.final_answer(C.decode(x)) == s["rec"]["answer"]
+                       for x in o[i * args.rollouts:(i + 1) * args.rollouts])
+            s["mc"][k] = hits > 0
+            s["mc_frac"][k] = hits / args.rollouts
+        print(f"  step {k + 1}: {len(todo)} prefixes, {len(prompts)} rollouts "
+              f"({time.time() - t_roll:.0f}s)", flush=True)
+        if time.time() - t_roll > args.rollout_limit:
+            print("rollout time limit: solutions with unlabelled steps are dropped", flush=True)
+            break
+    sols = [s for s in sols if None not in s["mc"]]
+    labels = [x for s in sols for x in s["mc"]]
+    tl = [x for s in sols for x in true_labels(s["rec"], s["steps"])]
+    agree = sum(a == b for a, b in zip(labels, tl)) / len(labels)
+    print(f"{n_roll} rollouts in {time.time() - t_roll:.0f}s; {len(labels)} step labels, "
+          f"{sum(labels) / len(labels):.3f} good; MC vs exact agreement {agree:.3f}", flush=True)
+    log.update(solutions=len(sols), solution_acc=acc, rollouts=n_roll, step_labels=len(labels),
+               good_frac=sum(labels) / len(labels), mc_exact_agreement=agree,
+               rollout_seconds=round(time.time() - t_roll, 1))
+    del policy
+    torch.cuda.empty_cache() if device.type == "cuda" else None
+
+    # 3. PRM training
+    rng.shuffle(sols)
+    n_val = max(1, int(len(sols) * args.val_frac))
+    val, train = sols[:n_val], sols[n_val:]
+
+    def example(s):
+        steps, lab = list(s["steps"]), list(s["mc"])
+        # Sometimes the answer line arrives in the same step as the last step line.
+        if len(steps) >= 2 and C.parse_steps(steps[-2]) and not C.parse_steps(steps[-1]) \
+                and rng.random() < 0.25:
+            steps = steps[:-2] + [steps[-2] + "\n" + steps[-1]]
+            lab = lab[:-2] + [lab[-1]]
+        msgs = s["messages"]
+        toks = C.encode(C.prm_text(msgs, steps))
+        tgt = [-100] * len(toks)
+        pos = [p for p, x in enumerate(toks) if x == C.STEP_ID]
+        assert len(pos) == len(lab), (len(pos), len(lab))
+        for p, l in zip(pos, lab):
+            tgt[p] = 0 if l else 1  # class 0 = '+', 1 = '-'
+        return toks, tgt
+
+    prm = Transformer(cfg).to(device)
+    load_fp16_state(prm, pstate)
+    opt = torch.optim.AdamW(prm.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.05)
+    amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    pos_w = min(0.99, max(0.01, sum(labels) / len(labels)))
+    # Class weights so that '-' (rarer) is not ignored.
+    cw = torch.tensor([0.5 / pos_w, 0.5 / (1 - pos_w)], device=device).clamp(max=5.0)
+    t_tr = time.time()
+    for step in range(args.steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, args.steps, args.lr, 50)
+        batch = [example(train[rng.randrange(len(train))]) for _ in range(args.batch)]
+        T = max(len(t) for t, _ in batch)
+        toks = torch.full((len(batch), T), C.PAD_ID, dtype=torch.long)
+        tgt = torch.full((len(batch), T), -100, dtype=torch.long)
+        for i, (t, y) in enumerate(batch):
+            toks[i, :len(t)] = torch.tensor(t)
+            tgt[i, :len(y)] = torch.tensor(y)
+        toks, tgt = toks.to(device), tgt.to(device)
+        prm.train()
+        with torch.autocast(**amp):
+            logits = prm(toks)
+        two = logits[..., [C.PLUS_ID, C.MINUS_ID]].float()
+        loss = F.cross_entropy(two.view(-1, 2), tgt.view(-1), weight=cw, ignore_index=-100)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(prm.parameters(), 1.0)
+        opt.step()
+        if step % 100 == 0:
+            print(f"prm step {step} loss {loss.item():.4f} ({time.time() - t_tr:.0f}s)", flush=True)
+        if time.time() - t_tr > args.time_limit:
+            print(f"time limit at step {step}", flush=True)
+            break
+    log["prm_train_seconds"] = round(time.time() - t_tr, 1)
+    log["prm_steps_done"] = step + 1
+    prm.eval()
+
+    # 4. evaluation
+    vs = prm_scores(prm, [(s["messages"], s["steps"]) for s in val])
+    sc = [x for v in vs for x in v]
+    vl = [x for s in val for x in s["mc"]]
+    vt = [x for s in val for x in true_labels(s["rec"], s["steps"])]
+    acc_mc = sum((p > 0.5) == l for p, l in zip(sc, vl)) / len(sc)
+    log.update(val_steps=len(sc), val_auc_mc=auc(sc, vl), val_auc_exact=auc(sc, vt),
+               val_acc_mc=acc_mc)
+    print(f"PRM val: {len(sc)} steps, AUC vs MC {log['val_auc_mc']:.3f}, vs exact "
+          f"{log['val_auc_exact']:.3f}, acc@0.5 vs MC {acc_mc:.3f}", flush=True)
+
+    # best-of-16 on dev hard with the policy's samples (T=0.7), eval prompts
+    policy, _, _ = load_policy(args.policy, device)
+    dev = C.read_records(DATA / "dev_hard.jsonl.xz")[:(8 if args.tiny else args.bo_problems)]
+    n = 16
+    prompts = [prompt_ids(r) for r in dev for _ in range(n)]
+    o = gen_batched(policy, prompts, 400, 0.7, gen, args.gen_batch)
+    texts = [C.decode([t for t in x if t < 256]) for x in o]
+    steps = [C.split_steps(t) or [""] for t in texts]
+    scores = prm_scores(prm, [(C.eval_messages(dev[i // n]), st) for i, st in enumerate(steps)])
+    res = collections.Counter()
+    for i, r in enumerate(dev):
+        ans = [C.final_answer(t) for t in texts[i * n:(i + 1) * n]]
+        scs = scores[i * n:(i + 1) * n]
+        res["greedy_like_first"] += ans[0] == r["answer"]
+        votes = collections.Counter(a for a in ans if a is not None)
+        res["majority"] += bool(votes) and votes.most_common(1)[0][0] == r["answer"]
+        for agg, f in (("min", min), ("last", lambda v: v[-1]), ("prod", lambda v: float(np.prod(v)))):
+            vals = [f(v) if v else 0.0 for v in scs]
+            res[f"bon_{agg}"] += ans[int(np.argmax(vals))] == r["answer"]
+            w = collections.defaultdict(float)
+            for a, v in zip(ans, vals):
+                if a is not None:
+                    w[a] += v
+            res[f"weighted_{agg}"] += bool(w) and max(w, key=w.get) == r["answer"]
+        res["pass"] += r["answer"] in ans
+    rb = {k: v / len(dev) for k, v in res.items()}
+    print(f"best-of-16 on {len(dev)} dev hard: {json.dumps(rb)}", flush=True)
+    log["bo16_dev_hard"] = rb
+
+    save_file(fp16_state(prm), str(out / "prm.safetensors"),
+              metadata={"config": json.dumps(cfg.to_dict())})
+    (out / "prm_log.json").write_text(json.dumps(log, indent=1))
+    print(f"total {time.time() - t0:.0f}s; wrote {out}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
