@@ -44,6 +44,9 @@ pub struct EvalArgs {
     /// bundled model, none with a --model file.
     #[arg(long, env = "PONDER_PRM", value_name = "PRM.gguf")]
     pub prm: Option<PathBuf>,
+    /// CPU threads of the embedded engine. Default: every core.
+    #[arg(long, env = "PONDER_THREADS")]
+    pub threads: Option<u32>,
     /// YAML config file (keys: backend, strategy, params, seed).
     #[arg(long, env = "PONDER_CONFIG")]
     pub config: Option<PathBuf>,
@@ -103,6 +106,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         backend: args.backend.clone(),
         model: args.model.clone(),
         prm: args.prm.clone(),
+        threads: args.threads,
         strategy: args.strategy.clone(),
         set: args.set.clone(),
         config: args.config.clone(),

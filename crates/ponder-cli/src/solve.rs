@@ -9,7 +9,7 @@ use ponder_core::{
     parse_param_value, run_strategy, Backend, Message, Params, Strategy, StrategyInput,
     StrategyResult,
 };
-use ponder_engine::{Engine, EngineConfig};
+use ponder_engine::{Engine, EngineConfig, RunnerConfig};
 use ponder_eval::replay::{Pool, ReplayBackend};
 use ponder_openai::{OpenAiBackend, OpenAiConfig};
 use ponder_strategies::Registry;
@@ -37,6 +37,9 @@ pub struct SolveArgs {
     /// Default: the bundled PRM with the bundled model, none with a --model file.
     #[arg(long, env = "PONDER_PRM", value_name = "PRM.gguf")]
     pub prm: Option<PathBuf>,
+    /// CPU threads of the embedded engine. Default: every core.
+    #[arg(long, env = "PONDER_THREADS")]
+    pub threads: Option<u32>,
     /// Strategy name (`ponder strategies` lists them). Default: self-consistency.
     #[arg(long, env = "PONDER_STRATEGY")]
     pub strategy: Option<String>,
@@ -76,6 +79,7 @@ pub(crate) struct RunFlags {
     pub(crate) backend: Vec<String>,
     pub(crate) model: Option<String>,
     pub(crate) prm: Option<PathBuf>,
+    pub(crate) threads: Option<u32>,
     pub(crate) strategy: Option<String>,
     pub(crate) set: Vec<String>,
     pub(crate) config: Option<PathBuf>,
@@ -87,6 +91,7 @@ fn resolve(args: &SolveArgs) -> anyhow::Result<Resolved> {
         backend: args.backend.clone(),
         model: args.model.clone(),
         prm: args.prm.clone(),
+        threads: args.threads,
         strategy: args.strategy.clone(),
         set: args.set.clone(),
         config: args.config.clone(),
@@ -109,7 +114,9 @@ pub(crate) fn resolve_flags(args: &RunFlags) -> anyhow::Result<Resolved> {
     }
     let mut engine = None;
     if backend.endpoints.is_empty() {
-        engine = Some(engine_models(&backend.model, args.prm.as_deref())?);
+        let mut models = engine_models(&backend.model, args.prm.as_deref())?;
+        models.threads = args.threads;
+        engine = Some(models);
     } else if let Some(prm) = &args.prm {
         bail!(
             "--prm {} needs the embedded engine: pass a GGUF file as --model and no --backend",
@@ -148,6 +155,8 @@ pub(crate) fn resolve_flags(args: &RunFlags) -> anyhow::Result<Resolved> {
 pub(crate) struct EngineModels {
     pub(crate) model: PathBuf,
     pub(crate) prm: Option<PathBuf>,
+    /// CPU threads; `None`: every core.
+    pub(crate) threads: Option<u32>,
 }
 
 /// File names of the bundled models inside the models folder.
@@ -188,6 +197,7 @@ fn engine_models(model: &str, prm: Option<&Path>) -> anyhow::Result<EngineModels
         return Ok(EngineModels {
             model: path,
             prm: prm.map(Path::to_path_buf),
+            threads: None,
         });
     }
     let Some(dir) = bundled_models_dir() else {
@@ -203,6 +213,7 @@ fn engine_models(model: &str, prm: Option<&Path>) -> anyhow::Result<EngineModels
         prm: prm
             .map(Path::to_path_buf)
             .or_else(|| bundled_prm.is_file().then_some(bundled_prm)),
+        threads: None,
     })
 }
 
@@ -210,7 +221,10 @@ fn engine_models(model: &str, prm: Option<&Path>) -> anyhow::Result<EngineModels
 pub(crate) fn load_engine(models: &EngineModels, seed: u64) -> anyhow::Result<Arc<Engine>> {
     let config = || EngineConfig {
         seed,
-        ..Default::default()
+        runner: RunnerConfig {
+            threads: models.threads,
+            ..Default::default()
+        },
     };
     let mut engine = Engine::load(&models.model, config())?;
     if let Some(prm) = &models.prm {

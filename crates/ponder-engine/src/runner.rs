@@ -24,12 +24,13 @@ use crate::trie::SeqId;
 /// Most sequences one context holds (llama.cpp's `LLAMA_MAX_SEQ`).
 pub const MAX_SEQUENCES: u32 = 256;
 
-/// How a model is loaded. Defaults: the model's trained context (capped at 8192 cells) for the
-/// shared KV cache, all CPU cores, batches of 512 tokens, 256 sequences.
+/// How a model is loaded. Defaults: 16,384 cells of shared KV cache (or the model's trained
+/// context, if larger, up to 65,536), all CPU cores, batches of 512 tokens, 256 sequences.
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
-    /// KV-cache cells shared by all sequences (the memory bound). `None`: the model's trained
-    /// context length, capped at 8192.
+    /// KV-cache cells shared by all sequences (the memory bound): every cached or running token
+    /// of every sequence takes one (a shared prefix takes one per token, not one per sequence).
+    /// `None`: 16,384, or the model's trained context if larger, up to 65,536.
     pub kv_cells: Option<u32>,
     /// CPU threads. `None`: every available core.
     pub threads: Option<u32>,
@@ -138,7 +139,10 @@ impl Runner {
         #[allow(unsafe_code)]
         let model_ref: &'static LlamaModel = unsafe { &*std::ptr::from_ref::<LlamaModel>(&model) };
         let n_ctx_train = model_ref.n_ctx_train().max(1);
-        let kv_cells = config.kv_cells.unwrap_or(n_ctx_train.min(8192)).max(16);
+        let kv_cells = config
+            .kv_cells
+            .unwrap_or(n_ctx_train.clamp(16_384, 65_536))
+            .max(16);
         let sequences = config.sequences.clamp(1, MAX_SEQUENCES);
         let threads = config.threads.map_or_else(
             || std::thread::available_parallelism().map_or(1, |n| n.get() as i32),
@@ -152,7 +156,10 @@ impl Runner {
             .with_n_seq_max(sequences)
             .with_n_threads(threads)
             .with_n_threads_batch(threads)
-            .with_kv_unified(true);
+            .with_kv_unified(true)
+            // Flash attention: with a unified KV cache every token's attention spans the cells of
+            // all sequences, and the CPU kernel skips the cells the mask hides.
+            .with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED);
         let ctx = model_ref
             .new_context(backend, params)
             .map_err(|e| load_err(format!("llama.cpp could not create a context: {e}")))?;
