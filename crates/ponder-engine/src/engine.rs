@@ -11,7 +11,8 @@
 //!
 //! A finished or stopped completion's sequence stays in the KV cache as an idle entry of the
 //! prefix cache, so the next step of a trajectory decodes only its new tokens. Idle entries are
-//! evicted least-recently-used first when sequence ids or KV cells run out. When the cache is
+//! evicted least-recently-used first when sequence ids or KV cells run out, and whenever the
+//! cached tokens pass a quarter of the cells (every occupied cell costs attention time). When the cache is
 //! full and nothing idle is left, the longest running completion ends with `length`.
 //!
 //! Stopping a stream (dropping it) is noticed before the next step; the sequence is released
@@ -549,7 +550,7 @@ impl Worker {
                 reason: "the prompt is empty".into(),
             }));
         }
-        let limit = self.runner.n_ctx_train().min(self.runner.kv_cells()) as usize;
+        let limit = self.runner.sequence_limit() as usize;
         if tokens.len() >= limit {
             return Err(BackendError::InvalidRequest(ponder_core::InvalidRequest {
                 field: "prompt",
@@ -733,7 +734,7 @@ impl Worker {
                 cached_tokens: Some(reused as u64),
             },
         }));
-        let ctx_limit = self.runner.n_ctx_train().min(self.runner.kv_cells()) as usize;
+        let ctx_limit = self.runner.sequence_limit() as usize;
         let room = (ctx_limit - len) as u32;
         let sampler = SamplerConfig {
             temperature: params.temperature.unwrap_or(1.0),
@@ -885,6 +886,19 @@ impl Worker {
                 last_used: now,
             },
         );
+        self.trim_idle();
+    }
+
+    /// Keeps a unified cache small: there every token attends over all occupied cells (masked),
+    /// so idle cells slow every step down. Idle sequences are evicted, least recently used
+    /// first, while the indexed tokens exceed a quarter of the cells.
+    fn trim_idle(&mut self) {
+        let budget = (self.runner.kv_cells() / 4) as usize;
+        if !self.runner.unified() {
+            // Each sequence has its own cells: idle ones cost memory, not attention time.
+            return;
+        }
+        while self.trie.token_count() > budget && self.evict_one() {}
     }
 
     fn drop_cancelled(&mut self) {
@@ -940,7 +954,7 @@ impl Worker {
             }
         }
         let mut active = std::mem::take(&mut self.active);
-        let limit = self.runner.n_ctx_train().min(self.runner.kv_cells()) as usize;
+        let limit = self.runner.sequence_limit() as usize;
         for (a, s) in active.iter_mut().zip(&sampled) {
             a.tokens.push(a.pending);
             match s {
@@ -1059,6 +1073,7 @@ impl Worker {
                     last_used: now,
                 },
             );
+            self.trim_idle();
             out.push(RewardResponse {
                 step_rewards,
                 prompt_tokens: tokens.len() as u64,

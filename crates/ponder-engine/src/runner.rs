@@ -24,29 +24,42 @@ use crate::trie::SeqId;
 /// Most sequences one context holds (llama.cpp's `LLAMA_MAX_SEQ`).
 pub const MAX_SEQUENCES: u32 = 256;
 
-/// How a model is loaded. Defaults: 16,384 cells of shared KV cache (or the model's trained
-/// context, if larger, up to 65,536), all CPU cores, batches of 512 tokens, 256 sequences.
+/// How a model is loaded. Defaults: one KV stream per sequence (not unified), 64 sequences of
+/// up to 2,048 tokens (or the model's context, if shorter), all CPU cores, batches of 512 tokens.
+///
+/// The two KV layouts of llama.cpp trade memory for time:
+/// * **per-sequence streams** (`unified: false`): each token attends over its own sequence's
+///   cells only, so decoding many diverging samples stays linear in their number. A fork copies
+///   the source stream's data (and truncates it), which is still far cheaper than a prefill.
+/// * **unified** (`unified: true`): all sequences share one pool of cells and a fork shares the
+///   prefix's cells without copying (up to 256 sequences in the same memory), but every token
+///   attends over every occupied cell (masked), so the cost of a step grows with everything in
+///   the cache. Good for many short continuations of one long prefix.
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
-    /// KV-cache cells shared by all sequences (the memory bound): every cached or running token
-    /// of every sequence takes one (a shared prefix takes one per token, not one per sequence).
-    /// `None`: 16,384, or the model's trained context if larger, up to 65,536.
+    /// Use one shared pool of KV cells for all sequences. Default: false.
+    pub unified: bool,
+    /// KV-cache cells in all (the memory bound). Per-sequence streams: `sequences` × the
+    /// per-sequence length; unified: a shared prefix takes one cell per token, not one per
+    /// sequence. `None`: `sequences` × min(2,048, trained context) per-sequence; unified,
+    /// 16,384, or the trained context if larger, up to 65,536.
     pub kv_cells: Option<u32>,
     /// CPU threads. `None`: every available core.
     pub threads: Option<u32>,
     /// Most tokens per `llama_decode` call.
     pub batch: u32,
-    /// Most live sequences (1..=256).
+    /// Most live sequences (1..=256). Default: 64.
     pub sequences: u32,
 }
 
 impl Default for RunnerConfig {
     fn default() -> Self {
         RunnerConfig {
+            unified: false,
             kv_cells: None,
             threads: None,
             batch: 512,
-            sequences: MAX_SEQUENCES,
+            sequences: 64,
         }
     }
 }
@@ -96,6 +109,7 @@ pub struct Runner {
     model: Box<LlamaModel>,
     n_vocab: usize,
     kv_cells: u32,
+    unified: bool,
     n_ctx_train: u32,
     batch_size: u32,
     sequences: u32,
@@ -139,11 +153,15 @@ impl Runner {
         #[allow(unsafe_code)]
         let model_ref: &'static LlamaModel = unsafe { &*std::ptr::from_ref::<LlamaModel>(&model) };
         let n_ctx_train = model_ref.n_ctx_train().max(1);
+        let sequences = config.sequences.clamp(1, MAX_SEQUENCES);
         let kv_cells = config
             .kv_cells
-            .unwrap_or(n_ctx_train.clamp(16_384, 65_536))
-            .max(16);
-        let sequences = config.sequences.clamp(1, MAX_SEQUENCES);
+            .unwrap_or(if config.unified {
+                n_ctx_train.clamp(16_384, 65_536)
+            } else {
+                sequences * n_ctx_train.min(2048)
+            })
+            .max(16 * sequences);
         let threads = config.threads.map_or_else(
             || std::thread::available_parallelism().map_or(1, |n| n.get() as i32),
             |t| t.max(1) as i32,
@@ -156,7 +174,7 @@ impl Runner {
             .with_n_seq_max(sequences)
             .with_n_threads(threads)
             .with_n_threads_batch(threads)
-            .with_kv_unified(true)
+            .with_kv_unified(config.unified)
             // Flash attention: with a unified KV cache every token's attention spans the cells of
             // all sequences, and the CPU kernel skips the cells the mask hides.
             .with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED);
@@ -171,6 +189,7 @@ impl Runner {
             model,
             n_vocab,
             kv_cells,
+            unified: config.unified,
             n_ctx_train,
             batch_size,
             sequences,
@@ -192,9 +211,25 @@ impl Runner {
         self.kv_cells
     }
 
-    /// The model's trained context length: no sequence grows past it.
+    /// The model's trained context length.
     pub fn n_ctx_train(&self) -> u32 {
         self.n_ctx_train
+    }
+
+    /// Whether all sequences share one pool of KV cells.
+    pub fn unified(&self) -> bool {
+        self.unified
+    }
+
+    /// Most tokens one sequence may hold: its stream's cells (or all cells, unified), and never
+    /// more than the trained context.
+    pub fn sequence_limit(&self) -> u32 {
+        let cells = if self.unified {
+            self.kv_cells
+        } else {
+            self.kv_cells / self.sequences
+        };
+        cells.min(self.n_ctx_train)
     }
 
     /// Most tokens one `decode` call takes.
@@ -286,13 +321,20 @@ impl Runner {
         Ok(())
     }
 
-    /// Makes `dst` share `src`'s cells for positions `0..len` (no data is copied).
+    /// Gives `dst` the cells of `src` for positions `0..len`. Unified: the cells are shared, no
+    /// data is copied. Per-sequence streams: llama.cpp copies whole streams only, so the source
+    /// stream is copied and the copy truncated at `len`.
     pub fn fork(&mut self, src: SeqId, dst: SeqId, len: u32) {
-        if len == 0 {
+        if len == 0 || src == dst {
             return;
         }
-        // Positions fit in i32 (bounded by the context), so the conversion cannot fail.
-        let _ = self.ctx.kv_cache_seq_cp(src, dst, Some(0), Some(len));
+        // Positions fit in i32 (bounded by the context), so the conversions cannot fail.
+        if self.unified {
+            let _ = self.ctx.kv_cache_seq_cp(src, dst, Some(0), Some(len));
+        } else {
+            let _ = self.ctx.kv_cache_seq_cp(src, dst, None, None);
+            let _ = self.ctx.kv_cache_seq_rm(dst, Some(len), None);
+        }
     }
 
     /// Drops `seq`'s cells from position `from` on (rollback); `from = 0` frees the sequence.

@@ -173,6 +173,12 @@ impl PrefixTrie {
         }
     }
 
+    /// Distinct token positions held (the sum of edge lengths): about the KV cells the indexed
+    /// sequences occupy, since sequences sharing a prefix share its cells.
+    pub fn token_count(&self) -> usize {
+        self.nodes.iter().flatten().map(|n| n.edge.len()).sum()
+    }
+
     /// Number of live nodes besides the root (for tests and stats).
     pub fn len(&self) -> usize {
         self.nodes.iter().filter(|n| n.is_some()).count() - 1
@@ -196,6 +202,7 @@ mod tests {
         assert_eq!(t.longest_prefix(&[1, 2, 3, 4, 5, 6]), Some((5, 7)));
         assert_eq!(t.longest_prefix(&[2]), None);
         t.insert(&[1, 2, 8], 9);
+        assert_eq!(t.token_count(), 6, "[1,2] once, [3,4,5] and [8]");
         // [1,2] is shared; both hold it, 9 alone holds [1,2,8].
         assert_eq!(t.longest_prefix(&[1, 2, 8, 8]), Some((3, 9)));
         assert_eq!(t.longest_prefix(&[1, 2, 3, 4]), Some((4, 7)));

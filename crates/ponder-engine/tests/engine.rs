@@ -143,7 +143,18 @@ fn prompt_is_prefilled_once_for_n_samples_and_reused_across_requests() {
 #[test]
 fn truncation_then_continuation_equals_a_fresh_decode() {
     let path = tiny("rollback", false);
-    let mut r = Runner::load(&path, &RunnerConfig::default()).expect("load");
+    // Both KV layouts: per-sequence streams (forks copy) and unified (forks share cells).
+    for unified in [false, true] {
+        rollback_and_fork(&path, unified);
+    }
+}
+
+fn rollback_and_fork(path: &Path, unified: bool) {
+    let config = RunnerConfig {
+        unified,
+        ..Default::default()
+    };
+    let mut r = Runner::load(path, &config).expect("load");
     let a = r.tokenize("<|im_start|>user\nabc def<|im_end|>\n", true);
     let b = r.tokenize("wrong turn", false);
     let c = r.tokenize("right", false);
@@ -177,7 +188,7 @@ fn truncation_then_continuation_equals_a_fresh_decode() {
         .zip(&fresh)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0f32, f32::max);
-    assert!(diff < 1e-3, "max logit difference {diff}");
+    assert!(diff < 1e-3, "unified {unified}: max logit difference {diff}");
 
     // A fork continues exactly like its source.
     r.fork(1, 2, fresh_toks.len() as u32);
@@ -192,7 +203,7 @@ fn truncation_then_continuation_equals_a_fresh_decode() {
         .zip(&l2)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0f32, f32::max);
-    assert!(diff < 1e-4, "fork differs by {diff}");
+    assert!(diff < 1e-4, "unified {unified}: fork differs by {diff}");
 }
 
 #[test]
