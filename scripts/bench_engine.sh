@@ -24,7 +24,7 @@ LLAMA_SERVER=${LLAMA_SERVER:?set LLAMA_SERVER to a llama-server binary}
 
 cargo build --release -q -p ponder-cli -p ponder-engine --example tiny_model
 PONDER=target/release/ponder
-rm -rf "$OUT" && mkdir -p "$OUT"
+mkdir -p "$OUT"
 if [ -z "${MODEL:-}" ]; then
   MODEL=$OUT/random.gguf
   target/release/examples/tiny_model "$MODEL" --embd 512 --layers 8 --heads 8 --kv-heads 4 \
@@ -41,12 +41,14 @@ rss() { sed -n 's/^\s*Maximum resident set size (kbytes): //p' "$1" | awk '{prin
 
 engine_run() {
   local name=$1; shift
+  rm -rf "${OUT:?}/$name"
   /usr/bin/time -v "$PONDER" eval --dataset synthetic-hard --limit "$PROBLEMS" --seed "$SEED" \
     --model "$MODEL" --concurrency 4 --out "$OUT/$name" "$@" > "$OUT/$name.log" 2> "$OUT/$name.time"
 }
 
 server_run() {
   local name=$1 slots=$2; shift 2
+  rm -rf "${OUT:?}/$name"
   local port=$((18000 + RANDOM % 1000))
   "$LLAMA_SERVER" -m "$MODEL" --host 127.0.0.1 --port "$port" -np "$slots" -c $((slots * 2048)) \
     -t "$THREADS" -tb "$THREADS" --metrics --no-webui > "$OUT/$name.server.log" 2>&1 &
@@ -55,18 +57,30 @@ server_run() {
     curl -sf "http://127.0.0.1:$port/health" > /dev/null 2>&1 && break
     sleep 0.2
   done
+  # llama-server answers `n > 1` with copies of one sample, so `n` is split into single
+  # requests (each a separate, seeded sample), as the engine serves it.
+  # llama-server does not say which stop string ended a completion; matching every stop
+  # client-side (max_stop_strings: 0) gives step search the marker it needs.
+  printf 'backend:\n  endpoints: ["http://127.0.0.1:%s/v1"]\n  model: bench\n  api_key_env: null\n  n_mode: split\n  max_stop_strings: 0\n' \
+    "$port" > "$OUT/$name.yaml"
   /usr/bin/time -v "$PONDER" eval --dataset synthetic-hard --limit "$PROBLEMS" --seed "$SEED" \
-    --backend "http://127.0.0.1:$port/v1" --model bench --concurrency 4 --out "$OUT/$name" "$@" \
+    --config "$OUT/$name.yaml" --concurrency 4 --out "$OUT/$name" "$@" \
     > "$OUT/$name.log" 2> "$OUT/$name.time"
   curl -sf "http://127.0.0.1:$port/metrics" > "$OUT/$name.metrics" || true
   grep VmHWM "/proc/$pid/status" | awk '{printf "%.1f", $2/1024}' > "$OUT/$name.server_rss"
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 
-engine_run engine-sc16 "${SC[@]}"
-server_run server-sc16 16 "${SC[@]}"
-engine_run engine-beam4x4 "${BEAM[@]}"
-server_run server-beam4x4 16 "${BEAM[@]}"
+# RUNS picks rows (default: all four); the summary reads whatever is in $OUT.
+RUNS=${RUNS:-engine-sc16 server-sc16 engine-beam4x4 server-beam4x4}
+for run in $RUNS; do
+  case $run in
+    engine-sc16) engine_run engine-sc16 "${SC[@]}" ;;
+    server-sc16) server_run server-sc16 16 "${SC[@]}" ;;
+    engine-beam4x4) engine_run engine-beam4x4 "${BEAM[@]}" ;;
+    server-beam4x4) server_run server-beam4x4 16 "${BEAM[@]}" ;;
+  esac
+done
 
 for name in engine-sc16 server-sc16 engine-beam4x4 server-beam4x4; do
   rss "$OUT/$name.time" > "$OUT/$name.client_rss"

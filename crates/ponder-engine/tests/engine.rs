@@ -188,7 +188,10 @@ fn rollback_and_fork(path: &Path, unified: bool) {
         .zip(&fresh)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0f32, f32::max);
-    assert!(diff < 1e-3, "unified {unified}: max logit difference {diff}");
+    assert!(
+        diff < 1e-3,
+        "unified {unified}: max logit difference {diff}"
+    );
 
     // A fork continues exactly like its source.
     r.fork(1, 2, fresh_toks.len() as u32);
