@@ -54,9 +54,14 @@ fn main() {
     );
     // A batch: every sequence forked from the prompt, all advanced together.
     r.truncate(0, prompt.len() as u32);
-    let width = sequences.min(64) as i32;
+    // STRIDE=2 spreads the sequences over every other id (as idle cached sequences leave gaps).
+    let stride: i32 = std::env::var("STRIDE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let width = (sequences as i32 / stride).min(64);
     for s in 1..width {
-        r.fork(0, s, prompt.len() as u32);
+        r.fork(0, s * stride, prompt.len() as u32);
     }
     let t2 = Instant::now();
     let steps = 50;
