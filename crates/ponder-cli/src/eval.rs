@@ -16,7 +16,7 @@ use ponder_eval::store::{
 };
 use ponder_eval::{choose, summarize, FieldOverrides, LoadOptions, Record, Shard, Summary};
 
-use crate::solve::{build, resolve_flags, Built, RunFlags};
+use crate::solve::{build, engine_report, resolve_flags, Built, RunFlags};
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -281,11 +281,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     drop(runtime);
     if let Some(e) = &engine {
         // What the embedded engine decoded (this session only): prefills, forks, PRM tokens.
-        let report = serde_json::json!({
-            "model": e.info().path,
-            "stats": e.stats(),
-            "reward_model": e.reward_stats(),
-        });
+        let report = engine_report(e);
         let path = args.out.join("engine.json");
         std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")
             .with_context(|| format!("cannot write {}", path.display()))?;

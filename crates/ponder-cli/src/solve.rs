@@ -235,6 +235,16 @@ pub(crate) fn load_engine(models: &EngineModels, seed: u64) -> anyhow::Result<Ar
     Ok(Arc::new(engine))
 }
 
+/// The embedded engine's counters for `--json` and `engine.json`: model file, what it decoded
+/// (prefills, forks, generated tokens) and the same for its reward model.
+pub(crate) fn engine_report(engine: &Engine) -> serde_json::Value {
+    serde_json::json!({
+        "model": engine.info().path,
+        "stats": engine.stats(),
+        "reward_model": engine.reward_stats(),
+    })
+}
+
 /// What a run is served by, for messages: the endpoints, or the engine's model files.
 pub(crate) fn describe_backend(resolved: &Resolved) -> String {
     match &resolved.engine {
@@ -330,11 +340,7 @@ pub fn run(args: SolveArgs) -> anyhow::Result<()> {
     if args.json {
         let mut report = json_report(&result);
         if let Some(e) = &engine {
-            report["engine"] = serde_json::json!({
-                "model": e.info().path,
-                "stats": e.stats(),
-                "reward_model": e.reward_stats(),
-            });
+            report["engine"] = engine_report(e);
         }
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
