@@ -1006,19 +1006,22 @@ impl Worker {
                 .filter(|&(_, &t)| t == prm.tag)
                 .map(|(i, _)| i)
                 .collect();
-            let key = |pos: usize| {
-                let bytes: Vec<u8> = tokens[..=pos]
-                    .iter()
-                    .flat_map(|t| t.to_le_bytes())
-                    .collect();
-                stable_hash(&bytes)
-            };
+            // Rewards are remembered by the hash of the tokens up to and including their tag.
+            // Clearing the memo happens here, before it is relied on below.
+            if self.reward_cache.len() > REWARD_CACHE_LIMIT {
+                self.reward_cache.clear();
+            }
+            let bytes: Vec<u8> = tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
+            let keys: Vec<u64> = tags
+                .iter()
+                .map(|&p| stable_hash(&bytes[..4 * (p + 1)]))
+                .collect();
             // Reuse cached cells only up to the first tag whose reward is not remembered.
             let first_unknown = tags
                 .iter()
-                .copied()
-                .find(|&p| !self.reward_cache.contains_key(&key(p)))
-                .unwrap_or(tokens.len());
+                .zip(&keys)
+                .find(|(_, k)| !self.reward_cache.contains_key(k))
+                .map_or(tokens.len(), |(&p, _)| p);
             let seq = self
                 .take_seq()
                 .ok_or_else(|| self.engine_error("no free sequence"))?;
@@ -1045,17 +1048,16 @@ impl Worker {
                     return Err(self.engine_error(e));
                 }
             };
-            if self.reward_cache.len() > REWARD_CACHE_LIMIT {
-                self.reward_cache.clear();
-            }
             let mut step_rewards = Vec::with_capacity(tags.len());
-            for &p in &tags {
+            for (&p, &k) in tags.iter().zip(&keys) {
                 let r = match scores.get(&p) {
                     Some(&r) => {
-                        self.reward_cache.insert(key(p), r);
+                        self.reward_cache.insert(k, r);
                         r
                     }
-                    None => self.reward_cache.get(&key(p)).copied().unwrap_or(0.5),
+                    // Tags before `first_unknown` were reused because their rewards are in the
+                    // memo (not cleared since); anything else was decoded above.
+                    None => self.reward_cache.get(&k).copied().unwrap_or(0.5),
                 };
                 step_rewards.push(r);
             }
