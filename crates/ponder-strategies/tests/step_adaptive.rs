@@ -29,6 +29,9 @@ type Child = (&'static str, f64, f64, Option<&'static str>);
 
 struct Script {
     children: HashMap<&'static str, Vec<Child>>,
+    /// MUR critic replies per judged step label: the first ask, then the re-ask (the last
+    /// reply repeats); a step not listed is judged `\boxed{yes}`.
+    critic: HashMap<&'static str, Vec<&'static str>>,
     /// Candidates generated so far per parent label.
     drawn: Mutex<HashMap<String, usize>>,
     requests: Mutex<Vec<GenerationRequest>>,
@@ -73,8 +76,17 @@ fn tree() -> HashMap<&'static str, Vec<Child>> {
 }
 
 fn script(logprobs: bool) -> Arc<Script> {
+    script_with(tree(), HashMap::new(), logprobs)
+}
+
+fn script_with(
+    children: HashMap<&'static str, Vec<Child>>,
+    critic: HashMap<&'static str, Vec<&'static str>>,
+    logprobs: bool,
+) -> Arc<Script> {
     Arc::new(Script {
-        children: tree(),
+        children,
+        critic,
         drawn: Mutex::default(),
         requests: Mutex::default(),
         rewards: Mutex::default(),
@@ -169,6 +181,42 @@ impl Script {
         (parts.concat(), tokens)
     }
 
+    /// The child labelled `label`, wherever it is in the tree.
+    fn child(&self, label: &str) -> Option<Child> {
+        self.children
+            .values()
+            .flatten()
+            .find(|c| c.0 == label)
+            .copied()
+    }
+
+    /// A MUR critic's reply when `request` is a critic call: the judged step is the last
+    /// numbered step of the prompt.
+    fn critic_reply(&self, request: &GenerationRequest) -> Option<String> {
+        let Prompt::Chat {
+            messages,
+            continue_final_message: false,
+        } = &request.prompt
+        else {
+            return None;
+        };
+        let ask = &messages.first()?.content;
+        if !ask.starts_with("You are reviewing") {
+            return None;
+        }
+        let steps = ask.split("Steps so far:\n").nth(1)?.split("\n\n").next()?;
+        let last = steps.lines().rev().find(|l| l.starts_with("Step "))?;
+        let judged = label(last.split_once(": ")?.1);
+        let replies = self.critic.get(judged);
+        let attempt = messages.len() / 2;
+        Some(
+            replies
+                .and_then(|r| r.get(attempt).or(r.last()))
+                .map_or("Analysis: fine.\nVerdict: \\boxed{yes}", |r| *r)
+                .to_string(),
+        )
+    }
+
     /// Requests with `max_tokens` = `cap`.
     fn calls_capped(&self, cap: u32) -> usize {
         self.requests
@@ -206,6 +254,36 @@ impl Backend for Script {
             request.params.max_tokens,
             Some(ROLLOUT_TOKENS | FINAL_TOKENS)
         );
+        if let Some(reply) = self.critic_reply(&request) {
+            self.requests.lock().expect("lock").push(request);
+            let events = vec![
+                Ok(StreamEvent::Delta {
+                    index: 0,
+                    text: reply,
+                    token_count: 4,
+                    tokens: vec![],
+                }),
+                Ok(StreamEvent::Finished {
+                    index: 0,
+                    reason: FinishReason::Stop,
+                    stop: None,
+                }),
+            ];
+            return Box::pin(async move {
+                Ok(CompletionStream::new(n, futures_util::stream::iter(events)))
+            });
+        }
+        // A revision request (MUR critic_revise) gets the step the critique names after
+        // "use ", without advancing the draw counters.
+        let revision = match &request.prompt {
+            Prompt::Chat { messages, .. } => messages
+                .iter()
+                .find_map(|m| m.content.split("The reviewer's analysis:\n").nth(1))
+                .and_then(|a| a.split("use ").nth(1))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|l| self.child(l.trim_end_matches('.'))),
+            _ => None,
+        };
         self.requests.lock().expect("lock").push(request);
         let parent = prefix
             .split("\nSo ")
@@ -242,9 +320,19 @@ impl Backend for Script {
         let first = drawn.entry(parent).or_insert(0);
         let mut events = Vec::new();
         for i in 0..n {
-            let (text, stop, nll) = match kids.get((*first + i as usize) % kids.len().max(1)) {
-                Some((l, nll, _, Some(a))) => (format!("{l} so \\boxed{{{a}}}."), None, *nll),
-                Some((l, nll, _, None)) => (l.to_string(), Some("\nSo ".to_string()), *nll),
+            let pick = match revision {
+                Some(r) => Some(r),
+                None => kids.get((*first + i as usize) % kids.len().max(1)).copied(),
+            };
+            let (text, stop, nll) = match pick {
+                // A boxed value that does not end the step: it stops at the marker.
+                Some((l, nll, _, Some(a))) if a.starts_with("go:") => (
+                    format!("{l} so \\boxed{{{}}}.", &a[3..]),
+                    Some("\nSo ".to_string()),
+                    nll,
+                ),
+                Some((l, nll, _, Some(a))) => (format!("{l} so \\boxed{{{a}}}."), None, nll),
+                Some((l, nll, _, None)) => (l.to_string(), Some("\nSo ".to_string()), nll),
                 None => ("nothing left".to_string(), None, 0.0),
             };
             let p = (-nll).exp();
@@ -273,7 +361,9 @@ impl Backend for Script {
                 stop,
             }));
         }
-        *first += n as usize;
+        if revision.is_none() {
+            *first += n as usize;
+        }
         Box::pin(async move { Ok(CompletionStream::new(n, futures_util::stream::iter(events))) })
     }
     fn rewards(
@@ -490,6 +580,195 @@ async fn the_other_scaling_rules_pick_their_own_steps() {
     assert_eq!(r.outcome.answer.as_deref(), Some("42"));
 }
 
+/// The critic's verdict on the step of `record` (a `scaling.steps` entry).
+fn verdict(result: &StrategyResult, step: usize) -> serde_json::Value {
+    result.outcome.details["search"]["scaling"]["steps"][step]["critic"]["verdict"].clone()
+}
+
+#[tokio::test]
+async fn mur_critic_revise_replaces_a_step_the_critic_judges_wrong() {
+    let critic = HashMap::from([(
+        "c0",
+        vec!["Analysis: c0 drops a sign; use c1 instead.\nVerdict: **\\boxed{No}**"],
+    )]);
+    let b = script_with(tree(), critic, true);
+    let r = run(
+        &AdaptiveScalingFactory,
+        b.clone(),
+        &[("on_trigger", "critic_revise".into())],
+    )
+    .await;
+    // The momentum rule scales step 3 (c0) as in the best-of-N run. The critic says no: the
+    // policy is asked again with the critique and writes c1, which replaces c0; from c1 the
+    // probe d0 (0.15, under the level 0.0795 + 0.105) ends with 42.
+    assert_eq!(scaled(&r), vec![false, false, true, false]);
+    // Probes a0, b0, c0; the critic; the revision; the probe d0. No candidates, no PRM.
+    assert_eq!(b.draws(), vec![1, 1, 1, 1, 1, 1]);
+    assert!(b.reward_batches().is_empty());
+    assert_eq!(r.outcome.answer.as_deref(), Some("42"));
+    assert_eq!(with_decision(&r, "kept"), vec!["a0", "b0", "c1"]);
+    assert_eq!(with_decision(&r, "pruned"), vec!["c0"]);
+    assert_eq!(r.outcome.details["revised_steps"], 1);
+    assert_eq!(r.outcome.details["critic_unparsed_steps"], 0);
+    assert_eq!(verdict(&r, 2), "no");
+    let step3 = &r.outcome.details["search"]["scaling"]["steps"][2];
+    assert_eq!(step3["critic"]["calls"], 1);
+    assert_eq!(step3["critic"]["revised"], step3["chosen"]);
+    assert_eq!(step3["critic_unparsed"], false);
+    assert_eq!(
+        step3["critic"]["analysis"],
+        "c0 drops a sign; use c1 instead."
+    );
+    assert!(close(step3["chosen_signal"].as_f64().expect("signal"), 0.3));
+    let requests = b.requests.lock().expect("lock").clone();
+    // The critic sees the question and the numbered steps, the probe last.
+    match &requests[3].prompt {
+        Prompt::Chat { messages, .. } => {
+            let ask = &messages[0].content;
+            assert!(ask.contains("What is it?"), "{ask}");
+            assert!(
+                ask.contains("Step 1: a0\nStep 2: So b0\nStep 3: So c0\n"),
+                "{ask}"
+            );
+        }
+        other => panic!("expected a chat, got {other:?}"),
+    }
+    // The revision continues the same prefix, with the critique in the user turn.
+    match &requests[4].prompt {
+        Prompt::Chat {
+            messages,
+            continue_final_message: true,
+        } => {
+            assert_eq!(messages.last().expect("prefill").content, "a0\nSo b0\nSo ");
+            let user = &messages[messages.len() - 2].content;
+            assert!(user.starts_with("What is it?"), "{user}");
+            assert!(user.contains("The rejected step:\nSo c0"), "{user}");
+            assert!(user.contains("drops a sign"), "{user}");
+        }
+        other => panic!("expected a prefill, got {other:?}"),
+    }
+
+    // A critic that says yes keeps the probe c0, which leads to 7.
+    let b = script(true);
+    let r = run(
+        &AdaptiveScalingFactory,
+        b.clone(),
+        &[("on_trigger", "critic_revise".into())],
+    )
+    .await;
+    assert_eq!(b.draws(), vec![1, 1, 1, 1, 1]);
+    assert_eq!(verdict(&r, 2), "yes");
+    assert_eq!(r.outcome.details["revised_steps"], 0);
+    assert_eq!(r.outcome.answer.as_deref(), Some("7"));
+}
+
+#[tokio::test]
+async fn mur_critic_unparsable_after_one_reask_keeps_the_step_and_flags_it() {
+    let critic = HashMap::from([("c0", vec!["I am not sure.", "Still thinking: boxed{maybe}"])]);
+    let b = script_with(tree(), critic, true);
+    let r = run(
+        &AdaptiveScalingFactory,
+        b.clone(),
+        &[("on_trigger", "critic_revise".into())],
+    )
+    .await;
+    // Probes a0, b0, c0; the critic and one re-ask; the probe d1 after c0.
+    assert_eq!(b.draws(), vec![1, 1, 1, 1, 1, 1]);
+    let requests = b.requests.lock().expect("lock").clone();
+    match &requests[4].prompt {
+        Prompt::Chat { messages, .. } => {
+            assert_eq!(messages.len(), 3);
+            assert_eq!(messages[1].content, "I am not sure.");
+        }
+        other => panic!("expected a chat, got {other:?}"),
+    }
+    let step3 = &r.outcome.details["search"]["scaling"]["steps"][2];
+    assert_eq!(step3["critic_unparsed"], true);
+    assert_eq!(step3["critic"]["verdict"], serde_json::Value::Null);
+    assert_eq!(step3["critic"]["calls"], 2);
+    assert_eq!(r.outcome.details["critic_unparsed_steps"], 1);
+    assert_eq!(r.outcome.details["revised_steps"], 0);
+    assert_eq!(with_decision(&r, "kept"), vec!["a0", "b0", "c0"]);
+    assert_eq!(r.outcome.answer.as_deref(), Some("7"));
+}
+
+#[tokio::test]
+async fn mur_forced_completion_ends_at_a_boxed_answer_only_when_asked() {
+    // a0 writes \boxed{5} and stops at a marker; its child b0 ends with \boxed{7}.
+    let boxed_tree = || {
+        HashMap::from([
+            ("", vec![("a0", 0.5, 0.6, Some("go:5"))]),
+            ("a0", vec![("b0", 0.1, 0.5, Some("7"))]),
+        ])
+    };
+    let b = script_with(boxed_tree(), HashMap::new(), true);
+    let r = run(
+        &AdaptiveScalingFactory,
+        b.clone(),
+        &[("forced_completion", true.into())],
+    )
+    .await;
+    // Forced (online best-of-N): the box ends the trajectory after one step.
+    assert_eq!(b.draws(), vec![1]);
+    assert_eq!(r.outcome.details["completion_reason"], "boxed_in_think");
+    assert_eq!(r.outcome.answer.as_deref(), Some("5"));
+    // Parity (default): the search goes on to the end of sequence and the last box.
+    let b = script_with(boxed_tree(), HashMap::new(), true);
+    let r = run(&AdaptiveScalingFactory, b.clone(), &[]).await;
+    assert_eq!(b.draws(), vec![1, 1]);
+    assert_eq!(r.outcome.details["completion_reason"], "eos_pattern");
+    assert_eq!(
+        r.outcome.details["search"]["nodes"][1]["completion_reason"],
+        serde_json::Value::Null
+    );
+    assert_eq!(r.outcome.answer.as_deref(), Some("7"));
+    assert_eq!(
+        r.outcome.details["search"]["scaling"]["forced_completion"],
+        false
+    );
+}
+
+#[tokio::test]
+async fn mur_batch_size_caps_the_candidates_of_one_call() {
+    let b = script(true);
+    let r = run(
+        &AdaptiveScalingFactory,
+        b.clone(),
+        &[
+            ("candidates_per_step", 3.into()),
+            ("adaptive_scaling_method", "always".into()),
+            ("batch_size", 1.into()),
+        ],
+    )
+    .await;
+    // Every step: the probe, then its two extra candidates one call at a time (the default
+    // draws them in one call of 2; see `the_other_scaling_rules_pick_their_own_steps`).
+    assert_eq!(b.draws(), vec![1; 12]);
+    let calls: Vec<u64> = r.outcome.details["search"]["scaling"]["steps"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|s| s["extra_calls"].as_u64().expect("extra_calls"))
+        .collect();
+    assert_eq!(calls, vec![2, 2, 2, 2]);
+    // The same candidates as one call of 2: the same search.
+    assert_eq!(b.reward_batches()[2], vec!["c0", "c1", "c2"]);
+    assert_eq!(r.outcome.answer.as_deref(), Some("42"));
+    // batch_size 2 draws both in one call.
+    let b = script(true);
+    run(
+        &AdaptiveScalingFactory,
+        b.clone(),
+        &[
+            ("candidates_per_step", 3.into()),
+            ("adaptive_scaling_method", "always".into()),
+            ("batch_size", 2.into()),
+        ],
+    )
+    .await;
+    assert_eq!(b.draws(), vec![1, 2, 1, 2, 1, 2, 1, 2]);
+}
+
 #[test]
 fn adaptive_scaling_checks_its_parameters_and_the_backend() {
     let build = |p: &[(&str, serde_json::Value)], logprobs: bool| {
@@ -520,6 +799,36 @@ fn adaptive_scaling_checks_its_parameters_and_the_backend() {
     assert!(err.contains("scaling_rate"), "{err}");
     let err = build(&[("momentum_rate", 1.5.into())], true).expect("α ≤ 1");
     assert!(err.contains("momentum_rate"), "{err}");
+    let err = build(&[("batch_size", 0.into())], true).expect("batch_size ≥ 1");
+    assert!(err.contains("batch_size"), "{err}");
+    let err = build(&[("on_trigger", "guided_search".into())], true).expect("unknown action");
+    assert!(err.contains("on_trigger"), "{err}");
+    assert!(
+        err.contains("best_of_n") && err.contains("critic_revise"),
+        "{err}"
+    );
+    let err = build(&[("forced_completion", "sometimes".into())], true).expect("a bool");
+    assert!(err.contains("forced_completion"), "{err}");
+    assert!(build(
+        &[
+            ("on_trigger", "critic_revise".into()),
+            ("forced_completion", true.into()),
+            ("batch_size", 4.into()),
+        ],
+        true
+    )
+    .is_none());
+    let info = AdaptiveScalingFactory.info();
+    let default = |name: &str| {
+        info.params
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.default)
+    };
+    assert_eq!(default("on_trigger"), Some("best_of_n"));
+    assert_eq!(default("forced_completion"), Some("false"));
+    assert_eq!(default("batch_size"), Some("1000"));
+    assert_eq!(default("prm_max_tokens"), Some("4000"));
 }
 
 /// Per step of uncertainty-cot: whether the probe triggered N candidates.
@@ -771,6 +1080,167 @@ fn phi_decoding_checks_its_parameters() {
     assert_eq!(default("step_beam_size"), Some("4"));
     assert_eq!(default("num_foresight"), Some("8"));
     assert_eq!(default("temperature"), Some("0.6"));
+}
+
+/// Two first steps whose foresight disagrees by measure (mean NLL, reward; `*` ends):
+///
+/// ```text
+/// root ─ p (0.2) ─ p1 (0.3, 0.5) ─ p2* (0.3, 0.1) (1)
+///      └ q (0.25) ─ q1* (0.4, 0.9) (2)
+/// ```
+///
+/// p's rollout "p1\np2 …" has mean logprob −0.3 and sum −0.6, its last step reward 0.1;
+/// q's rollout "q1 …" has mean and sum −0.4 and reward 0.9.
+fn foresight_tree() -> HashMap<&'static str, Vec<Child>> {
+    HashMap::from([
+        ("", vec![("p", 0.2, 0.5, None), ("q", 0.25, 0.5, None)]),
+        ("p", vec![("p1", 0.3, 0.5, None)]),
+        ("p1", vec![("p2", 0.3, 0.1, Some("1"))]),
+        ("q", vec![("q1", 0.4, 0.9, Some("2"))]),
+    ])
+}
+
+/// Foresight values of the first φ-decoding step's candidates.
+fn first_foresight(result: &StrategyResult) -> Vec<f64> {
+    result.outcome.details["search"]["phi"]["steps"][0]["candidates"]
+        .as_array()
+        .expect("candidates")
+        .iter()
+        .map(|c| c["foresight"].as_f64().expect("foresight"))
+        .collect()
+}
+
+#[tokio::test]
+async fn phi_foresight_value_changes_which_candidate_wins() {
+    // One beam, both candidates kept in width (k = 10: floor −0.475), the advantage decides
+    // (τ1 = 1e-4; two rollouts make no three clusters). F_prev = 0, so A = F.
+    let run_with = |value: &'static str| async move {
+        let b = script_with(foresight_tree(), HashMap::new(), true);
+        let p = phi_params(&[
+            ("num_rollout", 2.into()),
+            ("sigma_rate", 10.0.into()),
+            ("foresight_value", value.into()),
+        ]);
+        let r = run(&PhiDecodingFactory, b.clone(), &p).await;
+        (r, b)
+    };
+    // mean_logprob: p −0.3 beats q −0.4.
+    let (r, b) = run_with("mean_logprob").await;
+    let f = first_foresight(&r);
+    assert!(close(f[0], -0.3) && close(f[1], -0.4), "{f:?}");
+    assert_eq!(r.outcome.answer.as_deref(), Some("1"));
+    assert!(b.reward_batches().is_empty());
+    // sum_logprob: p's longer rollout sums to −0.6; q −0.4 wins.
+    let (r, _) = run_with("sum_logprob").await;
+    let f = first_foresight(&r);
+    assert!(close(f[0], -0.6) && close(f[1], -0.4), "{f:?}");
+    assert_eq!(r.outcome.answer.as_deref(), Some("2"));
+    // prm: the last step of p's rollout is p2 (0.1), of q's q1 (0.9): q wins.
+    let (r, b) = run_with("prm").await;
+    let f = first_foresight(&r);
+    assert!(close(f[0], 0.1) && close(f[1], 0.9), "{f:?}");
+    assert_eq!(r.outcome.answer.as_deref(), Some("2"));
+    let rewards = b.rewards.lock().expect("lock").clone();
+    // Scored in context and split at the step delimiters: candidate, then the rollout's steps.
+    assert_eq!(rewards[0][0].steps, vec!["p", "So p1", "p2 so \\boxed{1}."]);
+    assert_eq!(rewards[0][1].steps, vec!["q", "So q1 so \\boxed{2}."]);
+    assert_eq!(
+        r.outcome.details["search"]["iterations"][0]["scoring"]["reward_calls"],
+        1
+    );
+}
+
+#[tokio::test]
+async fn phi_step_stop_sets_the_step_stop_strings() {
+    let b = script(true);
+    run(&PhiDecodingFactory, b.clone(), &phi_params(&[])).await;
+    let requests = b.requests.lock().expect("lock").clone();
+    // Default: a newline and the end marker, beside the answer markers.
+    let stops = &requests[0].params.stop;
+    assert!(stops.contains(&"\n".to_string()), "{stops:?}");
+    assert!(
+        stops.contains(&"<end of response>".to_string()),
+        "{stops:?}"
+    );
+    assert!(!stops.iter().any(|s| s.starts_with("\nSo")), "{stops:?}");
+    let b = script(true);
+    run(
+        &PhiDecodingFactory,
+        b.clone(),
+        &phi_params(&[("step_stop", serde_json::json!(["\n\n", "Step"]))]),
+    )
+    .await;
+    let requests = b.requests.lock().expect("lock").clone();
+    let stops = &requests[0].params.stop;
+    assert!(stops.contains(&"\n\n".to_string()), "{stops:?}");
+    // Literal, not expanded into marker forms.
+    assert!(stops.contains(&"Step".to_string()), "{stops:?}");
+    assert!(!stops.contains(&"\nStep ".to_string()), "{stops:?}");
+    assert!(!stops.contains(&"\n".to_string()), "{stops:?}");
+    assert!(
+        stops.contains(&"<end of response>".to_string()),
+        "{stops:?}"
+    );
+}
+
+#[test]
+fn phi_step_stop_and_foresight_value_errors_name_the_parameter() {
+    let build = |p: &[(&str, serde_json::Value)], caps: Capabilities| {
+        PhiDecodingFactory
+            .build(&params(p), "script", &caps)
+            .err()
+            .map(|e| e.to_string())
+    };
+    for bad in [
+        serde_json::json!([]),
+        serde_json::json!([""]),
+        serde_json::json!(["\n", ""]),
+        serde_json::json!(""),
+        serde_json::json!([3]),
+        serde_json::json!({"stop": "\n"}),
+    ] {
+        let err = build(&[("step_stop", bad.clone())], caps(true)).expect("rejected");
+        assert!(err.contains("step_stop"), "{bad}: {err}");
+    }
+    // One string is a list of one (DVTS spells its single delimiter so).
+    assert!(build(&[("step_stop", "\n\n".into())], caps(true)).is_none());
+    let err = build(
+        &[
+            ("step_stop", serde_json::json!(["\n"])),
+            ("custom_markers", serde_json::json!(["\n\n"])),
+        ],
+        caps(true),
+    )
+    .expect("two ways to set steps");
+    assert!(
+        err.contains("step_stop") && err.contains("custom_markers"),
+        "{err}"
+    );
+    let err =
+        build(&[("foresight_value", "max_logprob".into())], caps(true)).expect("unknown value");
+    assert!(err.contains("foresight_value"), "{err}");
+    for accepted in ["mean_logprob", "sum_logprob", "prm"] {
+        assert!(err.contains(accepted), "{err}");
+    }
+    let no_prm = Capabilities {
+        process_rewards: false,
+        ..caps(true)
+    };
+    let err = build(&[("foresight_value", "prm".into())], no_prm.clone()).expect("no PRM");
+    assert!(
+        err.contains("foresight_value") && err.contains("process_rewards"),
+        "{err}"
+    );
+    assert!(build(&[("foresight_value", "sum_logprob".into())], no_prm).is_none());
+    let info = PhiDecodingFactory.info();
+    let default = |name: &str| {
+        info.params
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.default)
+    };
+    assert_eq!(default("foresight_value"), Some("mean_logprob"));
+    assert!(default("step_stop").is_some_and(|d| d.contains("\\n")));
 }
 
 // --- End to end against ponder-sim -------------------------------------------------------------

@@ -6,6 +6,8 @@
 //! `p` returns the children of `p` in order; a child that ends the solution writes a boxed
 //! answer and stops at the end of sequence, the others stop at the marker `"\nSo "` (reported
 //! as the matched stop string, as a client-side stop is). The PRM rewards a step by its label.
+//! An answer-phase call after `</think>` (unless scripted otherwise) boxes the label of the
+//! last step before it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -192,6 +194,12 @@ impl Backend for Script {
         let replies: Vec<(String, Option<String>)> = match self.answer_after {
             Some((after, answer)) if answer_call && prefix == after => {
                 vec![(answer.to_string(), None); n as usize]
+            }
+            // Any other answer after a thinking block boxes the label of its last step.
+            _ if answer_call && prefix.contains("</think>") => {
+                let thought = prefix.split("</think>").next().unwrap_or("");
+                let last = thought.split("\nSo ").last().map(label).unwrap_or("");
+                vec![(format!("The answer is \\boxed{{{last}}}."), None); n as usize]
             }
             _ => {
                 let parent = prefix
@@ -905,4 +913,165 @@ async fn a_voting_critic_scores_siblings_by_their_votes() {
         .filter_map(|n| n["score"].as_f64())
         .collect();
     assert_eq!(scores, vec![3.0, 0.0]);
+}
+
+/// Answer-phase calls among `requests` (they stop only at the end marker).
+fn answer_calls(requests: &[GenerationRequest]) -> Vec<&GenerationRequest> {
+    requests
+        .iter()
+        .filter(|r| r.params.stop == ["<end of response>".to_string()])
+        .collect()
+}
+
+#[tokio::test]
+async fn beam_search_answer_all_beams_answers_every_finished_beam() {
+    // Both first steps close the thinking block: the pool is alpha (0.9), then beta (0.5).
+    let thinking_tree = || {
+        HashMap::from([(
+            "",
+            vec![
+                ("alpha", 0.9, Some("</think>")),
+                ("beta", 0.5, Some("</think>")),
+            ],
+        )])
+    };
+    let p = |all: bool| {
+        vec![
+            ("beam_size", 2.into()),
+            ("candidates_per_beam", 2.into()),
+            ("thinking", "on".into()),
+            ("answer_all_beams", all.into()),
+        ]
+    };
+    // Default: only the chosen beam gets an answer phase.
+    let b = script(thinking_tree());
+    let r = run(&BeamSearchFactory, b.clone(), &p(false)).await;
+    let requests = b.requests.lock().expect("lock").clone();
+    let answers = answer_calls(&requests);
+    assert_eq!(answers.len(), 1);
+    match &answers[0].prompt {
+        Prompt::Chat { messages, .. } => {
+            assert_eq!(messages.last().expect("prefill").content, "alpha</think>")
+        }
+        other => panic!("expected a prefill, got {other:?}"),
+    }
+    assert_eq!(r.outcome.answer.as_deref(), Some("alpha"));
+    assert_eq!(
+        r.outcome.details["beam_answers"],
+        serde_json::json!(["alpha", null])
+    );
+    assert_eq!(r.outcome.details["answered_beams"], 1);
+    assert_eq!(r.outcome.candidates[1].text, "beta</think>");
+
+    // answer_all_beams: one answer call per finished beam (n = 1 each), unscored.
+    let b = script(thinking_tree());
+    let r = run(&BeamSearchFactory, b.clone(), &p(true)).await;
+    let requests = b.requests.lock().expect("lock").clone();
+    let answers = answer_calls(&requests);
+    assert_eq!(answers.len(), 2);
+    assert!(answers.iter().all(|a| a.params.n == 1));
+    let prefixes: Vec<String> = answers
+        .iter()
+        .map(|a| match &a.prompt {
+            Prompt::Chat { messages, .. } => messages.last().map(|m| m.content.clone()),
+            _ => None,
+        })
+        .map(Option::unwrap_or_default)
+        .collect();
+    assert_eq!(prefixes, vec!["alpha</think>", "beta</think>"]);
+    // One PRM call, for the step; the answers are not scored.
+    assert_eq!(b.rewards.lock().expect("lock").len(), 1);
+    assert_eq!(r.outcome.answer.as_deref(), Some("alpha"));
+    assert_eq!(
+        r.outcome.details["beam_answers"],
+        serde_json::json!(["alpha", "beta"])
+    );
+    assert_eq!(r.outcome.details["answered_beams"], 2);
+    assert_eq!(
+        r.outcome.candidates[1].text,
+        "beta</think>The answer is \\boxed{beta}."
+    );
+    assert_eq!(r.outcome.candidates[1].answer.as_deref(), Some("beta"));
+    // Both answers are in the trace: the chosen one selected, the other finished.
+    let nodes = r.outcome.details["search"]["nodes"]
+        .as_array()
+        .expect("nodes")
+        .clone();
+    let answer_nodes: Vec<(&str, &str)> = nodes
+        .iter()
+        .filter(|n| n["answer_step"] == true)
+        .map(|n| {
+            (
+                n["text"].as_str().unwrap_or(""),
+                n["decision"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        answer_nodes,
+        vec![
+            ("The answer is \\boxed{alpha}.", "selected"),
+            ("The answer is \\boxed{beta}.", "finished")
+        ]
+    );
+    let selected = r.outcome.details["search"]["selected"]
+        .as_u64()
+        .expect("selected") as usize;
+    assert_eq!(nodes[selected]["text"], "The answer is \\boxed{alpha}.");
+
+    // Without a thinking block the option has nothing to do: it is refused.
+    let err = BeamSearchFactory
+        .build(
+            &params(&[("answer_all_beams", true.into())]),
+            "script",
+            &caps(true, true),
+        )
+        .err()
+        .expect("thinking only");
+    assert!(err.to_string().contains("answer_all_beams"), "{err}");
+    let default = BeamSearchFactory
+        .info()
+        .params
+        .iter()
+        .find(|p| p.name == "answer_all_beams")
+        .map(|p| p.default);
+    assert_eq!(default, Some("false"));
+}
+
+#[tokio::test]
+async fn prm_max_tokens_truncates_the_steps_a_search_sends() {
+    // Question "What is it?" (11 bytes: 4 tokens) + 64 of template = frame 68. With
+    // prm_max_tokens 85 the budget is 85 − 68 − 10 = 7 tokens: at step 3 the candidate
+    // "So c010 so \boxed{10}." (22 bytes: 8 + 1) alone exceeds it and is sent alone;
+    // at step 2 "So b01" (6 bytes: 2 + 1) fits with "a0" (1 + 1) = 5.
+    let b = script(tree());
+    let r = run(
+        &OnlineBestOfNFactory,
+        b.clone(),
+        &[
+            ("candidates_per_step", 2.into()),
+            ("prm_max_tokens", 85.into()),
+        ],
+    )
+    .await;
+    let calls = b.rewards.lock().expect("lock").clone();
+    assert_eq!(calls[1][1].steps, vec!["a0", "So b01"]);
+    assert_eq!(calls[2][0].steps, vec!["So c010 so \\boxed{10}."]);
+    // The same search as untruncated (the script's PRM reads each step alone).
+    assert_eq!(r.outcome.answer.as_deref(), Some("10"));
+    let scoring = &r.outcome.details["search"]["iterations"][2]["scoring"];
+    assert_eq!(scoring["prm_truncated"], 2);
+    assert_eq!(scoring["prm_dropped_steps"], serde_json::json!([2, 2]));
+    assert!(r.outcome.details["search"]["iterations"][1]["scoring"]
+        .get("prm_dropped_steps")
+        .is_none());
+    let err = OnlineBestOfNFactory
+        .build(
+            &params(&[("prm_max_tokens", 0.into())]),
+            "script",
+            &caps(true, true),
+        )
+        .err()
+        .expect("at least 1");
+    assert!(err.to_string().contains("prm_max_tokens"), "{err}");
 }

@@ -5,6 +5,18 @@
 //! of online best-of-N. A probe without usable logprobs has no signal: it is accepted (not
 //! scaled) and leaves the momentum unchanged.
 //!
+//! What a triggered step does is `on_trigger`: `best_of_n` (default) draws the extra
+//! candidates, at most `batch_size` sequences per generation call (the calls of one step run
+//! one after another, so no more than `batch_size` candidates of a step are ever in flight);
+//! `critic_revise` asks a critic (the same backend) whether the probe step is correct and, on
+//! a "no", asks the policy for a revised step carrying the critic's analysis. A critic reply
+//! with no readable `\boxed{yes}`/`\boxed{no}` after one re-ask keeps the step and is flagged
+//! `critic_unparsed`, so a broken critic never rewrites steps.
+//!
+//! `forced_completion = false` (default, MUR parity) ends a trajectory only at the end of
+//! sequence, an answer marker, `</think>`, repetition or the context; `true` also ends it at a
+//! complete `\boxed{}` or a garbage step, as online best-of-N does (§1.6).
+//!
 //! Differences from upstream (§1.11 FIX): with `reuse_probe` (default) the probe joins the
 //! scaled pool instead of being billed and thrown away; the signal can follow the configured
 //! scorer (`signal = scorer_uncertainty`); `threshold` is implemented.
@@ -12,12 +24,14 @@
 use std::sync::Arc;
 
 use ponder_core::{
-    Backend, BoxFuture, BuildError, Capabilities, Capability, ParamSpec, Params, Strategy,
-    StrategyError, StrategyFactory, StrategyInfo, StrategyInput, StrategyOutcome, TokenLogprob,
+    Backend, BoxFuture, BuildError, Capabilities, Capability, FinishReason, GenerationRequest,
+    Message, ParamSpec, Params, Prompt, SamplingParams, Strategy, StrategyError, StrategyFactory,
+    StrategyInfo, StrategyInput, StrategyOutcome, TokenLogprob,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::scoring::{aggregate, uncertainty, Aggregation, Uncertainty};
+use crate::step::detector::StepEnd;
 use crate::step::scorer::ScoreItem;
 use crate::step::trace::{IterationRecord, NodeDecision, SearchTrace};
 use crate::step::{
@@ -67,6 +81,17 @@ pub enum MomentumInit {
     FirstSignal,
 }
 
+/// What a triggered (scaled) step does (§1.11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnTrigger {
+    /// Draw more candidates, score them and keep the best.
+    #[default]
+    BestOfN,
+    /// A critic judges the probe step; a step judged wrong is replaced by a revision.
+    CriticRevise,
+}
+
 /// The strategy's own parameters.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -101,6 +126,22 @@ pub struct AdaptiveScalingConfig {
     /// Answer-phase candidates scored at the end. Default: `candidates_per_step`.
     #[serde(default)]
     pub final_answer_candidates: Option<u32>,
+    /// What a triggered step does: `best_of_n` or `critic_revise`. Default: `best_of_n`.
+    #[serde(default)]
+    pub on_trigger: OnTrigger,
+    /// End a trajectory at a complete `\boxed{}` or a garbage step, as online best-of-N does.
+    /// Default: false (MUR parity).
+    #[serde(default)]
+    pub forced_completion: bool,
+    /// Most candidate sequences of one step requested at once: a scaled step's extra
+    /// candidates are drawn in calls of at most this many, one call after another.
+    /// Default: 1000 (one call).
+    #[serde(default = "default_batch_size")]
+    pub batch_size: u32,
+}
+
+fn default_batch_size() -> u32 {
+    1000
 }
 
 fn default_candidates() -> u32 {
@@ -176,10 +217,43 @@ const OWN: &[ParamSpec] = &[
         default: "candidates_per_step",
         description: "answer-phase candidates scored when the trajectory has no answer",
     },
+    ParamSpec {
+        name: "on_trigger",
+        default: "best_of_n",
+        description: "a scaled step: best_of_n (draw, score, keep the best) | critic_revise \
+                      (the model judges the step, \\boxed{yes}/\\boxed{no}; a step judged \
+                      wrong is regenerated with the critique; unreadable after one re-ask: \
+                      kept, flagged critic_unparsed)",
+    },
+    ParamSpec {
+        name: "forced_completion",
+        default: "false",
+        description: "also end a trajectory at a complete \\boxed{} or a garbage step, as \
+                      online-best-of-n does (false: MUR parity)",
+    },
+    ParamSpec {
+        name: "batch_size",
+        default: "1000",
+        description: "most candidates of one step requested at once (≥ 1): the extra \
+                      candidates of a scaled step are drawn in calls of at most this many, \
+                      one after another",
+    },
 ];
 
 fn params() -> Vec<ParamSpec> {
     let mut p = common_params(&ONLINE_DEFAULTS);
+    for spec in &mut p {
+        match spec.name {
+            "critic_temperature" => {
+                spec.description = "llm_critic and on_trigger = critic_revise: sampling temperature"
+            }
+            "critic_max_tokens" => {
+                spec.description =
+                    "llm_critic and on_trigger = critic_revise: most tokens per reply"
+            }
+            _ => {}
+        }
+    }
     p.extend_from_slice(OWN);
     p
 }
@@ -296,6 +370,9 @@ impl StrategyFactory for AdaptiveScalingFactory {
                 "must be at least 1",
             ));
         }
+        if config.batch_size == 0 {
+            return Err(invalid(NAME, "batch_size", "must be at least 1"));
+        }
         Ok(Arc::new(AdaptiveScaling {
             setup,
             config,
@@ -325,11 +402,174 @@ struct ScalingRecord {
     scaled: bool,
     /// Candidates drawn beyond the probe.
     extra_candidates: u32,
+    /// Generation calls that drew them (at most `batch_size` candidates each).
+    extra_calls: u32,
     /// Trace node of the probe and of the chosen step.
     probe: usize,
     chosen: usize,
     /// The chosen step's signal, which updates the momentum.
     chosen_signal: Option<f64>,
+    /// `critic_revise`: what the critic said about the probe.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    critic: Option<CriticRecord>,
+    /// `critic_revise`: no verdict could be read after the re-ask; the step was kept.
+    critic_unparsed: bool,
+}
+
+/// The critic's judgement of one triggered step (`on_trigger = critic_revise`).
+#[derive(Debug, Clone, Serialize)]
+struct CriticRecord {
+    /// `yes` (correct), `no` (revise) or `None` (unreadable after the re-ask).
+    verdict: Option<&'static str>,
+    /// The analysis passed to the revision (empty when none was asked).
+    analysis: String,
+    /// Critic calls (the first ask and a re-ask).
+    calls: u64,
+    /// Prompt and completion tokens of those calls.
+    tokens: u64,
+    /// Trace node of the revised step, when one was generated.
+    revised: Option<usize>,
+}
+
+/// The LAST `\boxed{yes}` or `\boxed{no}` of a critic reply (case-insensitive; markdown and
+/// `\text{…}`-style wrappers inside the box tolerated; boxes holding anything else skipped),
+/// with the byte offset where that box starts. `None` when there is none.
+fn last_verdict(reply: &str) -> Option<(bool, usize)> {
+    // ASCII lower-casing keeps byte offsets, so positions found here index `reply` too.
+    let lower = reply.to_ascii_lowercase();
+    let mut found = None;
+    let mut from = 0;
+    while let Some(pos) = lower[from..].find("boxed") {
+        let at = from + pos;
+        from = at + "boxed".len();
+        let Some(inner) = lower[from..].trim_start().strip_prefix('{') else {
+            continue;
+        };
+        let mut depth = 1usize;
+        let mut end = None;
+        for (i, ch) in inner.char_indices() {
+            match ch {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = Some(i);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let Some(end) = end else {
+            continue;
+        };
+        let words: Vec<&str> = inner[..end]
+            .split(|c: char| !c.is_ascii_alphabetic())
+            .filter(|w| {
+                !w.is_empty()
+                    && !matches!(
+                        *w,
+                        "text" | "textbf" | "textit" | "mathrm" | "mathbf" | "mathit" | "emph"
+                    )
+            })
+            .collect();
+        let value = match words.as_slice() {
+            ["yes"] => true,
+            ["no"] => false,
+            _ => continue,
+        };
+        let start = if at > 0 && lower.as_bytes()[at - 1] == b'\\' {
+            at - 1
+        } else {
+            at
+        };
+        found = Some((value, start));
+    }
+    found
+}
+
+/// Reads a critic reply: the judgement is the last boxed yes/no (`true`: the step is correct);
+/// `None` when there is none. Odd text never fails, it just has no verdict.
+pub fn parse_verdict(reply: &str) -> Option<bool> {
+    last_verdict(reply).map(|(v, _)| v)
+}
+
+/// The analysis part of a critic reply: the text before its verdict box, after an
+/// `Analysis:` heading when there is one and without a trailing `Verdict:` heading; the whole
+/// reply when that leaves nothing.
+fn critic_analysis(reply: &str) -> String {
+    let end = last_verdict(reply).map_or(reply.len(), |(_, at)| at);
+    let lower = reply[..end].to_ascii_lowercase();
+    let start = lower.find("analysis:").map_or(0, |p| p + "analysis:".len());
+    let stop = lower[start..].rfind("verdict").map_or(end, |p| start + p);
+    let trim = |t: &str| {
+        t.trim_matches(|c: char| c.is_whitespace() || matches!(c, '*' | '#' | '_' | ':' | '$'))
+            .to_string()
+    };
+    let analysis = trim(&reply[start..stop]);
+    if analysis.is_empty() {
+        trim(reply)
+    } else {
+        analysis
+    }
+}
+
+/// The critic's question about the last of `steps` (structure of MUR's critic: the question,
+/// the numbered steps, an analysis, then a boxed yes/no).
+fn critic_prompt(question: &str, steps: &[String]) -> String {
+    let k = steps.len();
+    let listed: Vec<String> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("Step {}: {}", i + 1, s.trim()))
+        .collect();
+    format!(
+        "You are reviewing a worked solution one step at a time.\n\nQuestion:\n{question}\n\n\
+         Steps so far:\n{}\n\nCheck only the last step, Step {k}: is it correct, and does it \
+         follow from the question and the steps before it? Reply in two parts. First, under \
+         the heading \"Analysis:\", explain your reasoning. Then, under the heading \
+         \"Verdict:\", write \\boxed{{yes}} if Step {k} is correct or \\boxed{{no}} if it is \
+         not.",
+        listed.join("\n")
+    )
+}
+
+const CRITIC_REASK: &str = "I could not find your verdict. Reply with \\boxed{yes} if the last \
+step is correct or \\boxed{no} if it is not, and nothing else.";
+
+/// What the policy is told when it must redo a step the critic rejected.
+fn revision_note(step: &str, analysis: &str) -> String {
+    format!(
+        "A reviewer checked the next step of your solution and found it wrong.\n\nThe rejected \
+         step:\n{}\n\nThe reviewer's analysis:\n{}\n\nContinue the solution from where it \
+         stands, writing a corrected version of that step in its place.",
+        step.trim(),
+        analysis.trim()
+    )
+}
+
+/// A critic's judgement and what it cost.
+struct Judgement {
+    verdict: Option<bool>,
+    analysis: String,
+    calls: u64,
+    tokens: u64,
+}
+
+/// Undoes the detector's boxed / garbage forcing of a non-thinking step (MUR parity,
+/// `forced_completion = false`): such a step no longer ends the trajectory.
+fn unforce(candidate: &mut StepCandidate) {
+    if matches!(
+        candidate.end.reason,
+        Some(CompletionReason::BoxedInThink | CompletionReason::GarbageDetected)
+    ) {
+        let cut = candidate.finish_reason == FinishReason::Length;
+        candidate.end = StepEnd {
+            is_complete: !cut,
+            is_trajectory_complete: false,
+            reason: cut.then_some(CompletionReason::MaxTokens),
+        };
+    }
 }
 
 impl AdaptiveScaling {
@@ -337,6 +577,83 @@ impl AdaptiveScaling {
         tokens
             .and_then(|t| uncertainty(self.estimator, t))
             .filter(|s| s.is_finite())
+    }
+
+    /// Applies `forced_completion` to freshly generated candidates.
+    fn settle(&self, candidates: &mut [StepCandidate]) {
+        if !self.config.forced_completion {
+            candidates.iter_mut().for_each(unforce);
+        }
+    }
+
+    /// Asks the critic about the last of `steps`: one call, and one re-ask when the reply has
+    /// no readable verdict.
+    async fn judge(
+        &self,
+        backend: &Arc<dyn Backend>,
+        question: &str,
+        steps: &[String],
+        seed: u64,
+    ) -> Result<Judgement, StrategyError> {
+        let c = &self.setup.config;
+        let params = |seed: u64| SamplingParams {
+            temperature: Some(c.critic_temperature),
+            max_tokens: Some(c.critic_max_tokens),
+            n: 1,
+            seed: Some(seed),
+            ..SamplingParams::default()
+        };
+        let prompt = critic_prompt(question, steps);
+        let first = backend
+            .generate(GenerationRequest::new(
+                Prompt::user(prompt.clone()),
+                params(seed),
+            ))
+            .await?;
+        let mut calls = 1;
+        let mut tokens = first.usage.prompt_tokens + first.usage.completion_tokens;
+        let reply = first
+            .completions
+            .into_iter()
+            .next()
+            .map(|c| c.text)
+            .unwrap_or_default();
+        let mut verdict = parse_verdict(&reply);
+        let mut analysis = critic_analysis(&reply);
+        if verdict.is_none() {
+            let again = backend
+                .generate(GenerationRequest::new(
+                    Prompt::Chat {
+                        messages: vec![
+                            Message::user(prompt),
+                            Message::assistant(reply.clone()),
+                            Message::user(CRITIC_REASK),
+                        ],
+                        continue_final_message: false,
+                    },
+                    params(seed.wrapping_add(1)),
+                ))
+                .await?;
+            calls += 1;
+            tokens += again.usage.prompt_tokens + again.usage.completion_tokens;
+            let second = again
+                .completions
+                .into_iter()
+                .next()
+                .map(|c| c.text)
+                .unwrap_or_default();
+            verdict = parse_verdict(&second);
+            // The first reply holds the analysis; a bare re-ask answer adds nothing to it.
+            if reply.trim().is_empty() {
+                analysis = critic_analysis(&second);
+            }
+        }
+        Ok(Judgement {
+            verdict,
+            analysis,
+            calls,
+            tokens,
+        })
     }
 
     /// Whether step `t` (0-based) is scaled, and the level its signal was compared with.
@@ -402,7 +719,7 @@ impl Strategy for AdaptiveScaling {
                     break;
                 }
                 let seed = call_seed(input.seed, &format!("{NAME}/step/{step}/probe"));
-                let probes = generator
+                let mut probes = generator
                     .generate(
                         backend,
                         &trajectory.text,
@@ -412,6 +729,7 @@ impl Strategy for AdaptiveScaling {
                         CallKind::Step,
                     )
                     .await?;
+                self.settle(&mut probes);
                 let Some(probe) = probes.into_iter().next() else {
                     stopped = "no_candidates";
                     break;
@@ -419,15 +737,60 @@ impl Strategy for AdaptiveScaling {
                 let signal = self.signal(probe.tokens.as_deref());
                 let (scaled, level) = self.decide(t, signal, momentum, &history);
                 let momentum_before = momentum;
-                // The pool: the probe (when reused or not scaled), then the extra candidates.
+                // The pool: the probe (when reused or not scaled), then the extra candidates
+                // (best_of_n) or the revised step (critic_revise).
                 let mut pool: Vec<StepCandidate> = Vec::new();
                 let mut ids: Vec<usize> = Vec::new();
                 let mut scores: Vec<Option<f64>> = Vec::new();
                 let mut scoring = None;
                 let mut extra = 0u32;
+                let mut extra_calls = 0u32;
                 let mut probe_id = None;
+                let mut critic: Option<CriticRecord> = None;
+                let mut critic_unparsed = false;
                 let best;
-                if scaled {
+                if scaled && c.on_trigger == OnTrigger::CriticRevise {
+                    let mut steps = trajectory.steps.clone();
+                    steps.push(probe.step_text());
+                    let seed = call_seed(input.seed, &format!("{NAME}/step/{step}/critic"));
+                    let judged = self.judge(backend, &scorer.question, &steps, seed).await?;
+                    pool.push(probe.clone());
+                    scores.push(None);
+                    critic_unparsed = judged.verdict.is_none();
+                    if judged.verdict == Some(false) {
+                        let note = revision_note(&probe.step_text(), &judged.analysis);
+                        let seed = call_seed(input.seed, &format!("{NAME}/step/{step}/revise"));
+                        let mut revised = generator
+                            .with_note(&note)
+                            .generate(
+                                backend,
+                                &trajectory.text,
+                                &trajectory.lead,
+                                1,
+                                seed,
+                                CallKind::Step,
+                            )
+                            .await?;
+                        self.settle(&mut revised);
+                        if let Some(r) = revised.into_iter().next() {
+                            pool.push(r);
+                            scores.push(None);
+                        }
+                    }
+                    critic = Some(CriticRecord {
+                        verdict: judged.verdict.map(|v| if v { "yes" } else { "no" }),
+                        analysis: if judged.verdict == Some(false) {
+                            judged.analysis
+                        } else {
+                            String::new()
+                        },
+                        calls: judged.calls,
+                        tokens: judged.tokens,
+                        revised: None,
+                    });
+                    // The revision, when there is one, replaces the probe.
+                    best = pool.len() - 1;
+                } else if scaled {
                     extra = if c.reuse_probe {
                         c.candidates_per_step - 1
                     } else {
@@ -441,19 +804,28 @@ impl Strategy for AdaptiveScaling {
                         trace.decide(id, NodeDecision::Pruned);
                         probe_id = Some(id);
                     }
-                    if extra > 0 {
-                        let seed = call_seed(input.seed, &format!("{NAME}/step/{step}/extra"));
-                        let more = generator
+                    // At most `batch_size` candidates per call, one call after another.
+                    let mut drawn = 0u32;
+                    while drawn < extra {
+                        let n = (extra - drawn).min(c.batch_size);
+                        let label = match extra_calls {
+                            0 => format!("{NAME}/step/{step}/extra"),
+                            k => format!("{NAME}/step/{step}/extra/{k}"),
+                        };
+                        let mut more = generator
                             .generate(
                                 backend,
                                 &trajectory.text,
                                 &trajectory.lead,
-                                extra,
-                                seed,
+                                n,
+                                call_seed(input.seed, &label),
                                 CallKind::Step,
                             )
                             .await?;
+                        self.settle(&mut more);
                         pool.extend(more);
+                        drawn += n;
+                        extra_calls += 1;
                     }
                     let items: Vec<ScoreItem<'_>> = pool
                         .iter()
@@ -486,6 +858,9 @@ impl Strategy for AdaptiveScaling {
                     stopped = "no_candidates";
                     break;
                 };
+                if let Some(record) = critic.as_mut() {
+                    record.revised = (best > 0).then(|| ids[best]);
+                }
                 let probe_node = probe_id.or_else(|| ids.first().copied()).unwrap_or(0);
                 let chosen_signal = self.signal(chosen.tokens.as_deref());
                 if let Some(s) = chosen_signal {
@@ -539,9 +914,12 @@ impl Strategy for AdaptiveScaling {
                     level,
                     scaled,
                     extra_candidates: extra,
+                    extra_calls,
                     probe: probe_node,
                     chosen: ids[best],
                     chosen_signal,
+                    critic,
+                    critic_unparsed,
                 });
                 trajectory = next;
                 if trajectory.complete {
@@ -562,6 +940,11 @@ impl Strategy for AdaptiveScaling {
             let answer = setup.extract(&text);
             let score = aggregate(&trajectory.scores, Aggregation::Mean, None);
             let scaled_steps = records.iter().filter(|r| r.scaled).count();
+            let revised_steps = records
+                .iter()
+                .filter(|r| r.critic.as_ref().is_some_and(|c| c.revised.is_some()))
+                .count();
+            let critic_unparsed_steps = records.iter().filter(|r| r.critic_unparsed).count();
             let mut search = trace.to_json();
             search["scaling"] = serde_json::json!({
                 "method": c.adaptive_scaling_method,
@@ -570,6 +953,9 @@ impl Strategy for AdaptiveScaling {
                 "momentum_rate": c.momentum_rate,
                 "momentum_init": c.momentum_init,
                 "reuse_probe": c.reuse_probe,
+                "on_trigger": c.on_trigger,
+                "forced_completion": c.forced_completion,
+                "batch_size": c.batch_size,
                 "steps": records,
             });
             Ok(super::one_trajectory(
@@ -581,6 +967,8 @@ impl Strategy for AdaptiveScaling {
                     "steps": trajectory.steps.len(),
                     "scaled_steps": scaled_steps,
                     "probe_only_steps": records.len() - scaled_steps,
+                    "revised_steps": revised_steps,
+                    "critic_unparsed_steps": critic_unparsed_steps,
                     "step_scores": trajectory.scores,
                     "final_momentum": momentum,
                     "fallbacks": fallbacks,
@@ -590,5 +978,50 @@ impl Strategy for AdaptiveScaling {
                 }),
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_verdict_is_the_last_boxed_yes_or_no() {
+        let check = |reply: &str, expected: Option<bool>| {
+            assert_eq!(parse_verdict(reply), expected, "{reply:?}");
+        };
+        check("Analysis: fine.\nVerdict: \\boxed{yes}", Some(true));
+        check("\\boxed{No}", Some(false));
+        check("**Verdict:** $\\boxed{\\text{YES}}$", Some(true));
+        check("\\boxed{**no**}.", Some(false));
+        // The last one wins; boxes holding anything else are skipped.
+        check("At first \\boxed{yes}, but then \\boxed{no}", Some(false));
+        check("\\boxed{no} ... \\boxed{42}", Some(false));
+        check("\\boxed {yes}", Some(true));
+        // Not a verdict.
+        check("yes", None);
+        check("\\boxed{yes or no}", None);
+        check("\\boxed{maybe}", None);
+        check("\\boxed{yes", None);
+        check("boxed", None);
+        check("", None);
+        check("\\boxed{é} ünïcödé \\boxed{}", None);
+    }
+
+    #[test]
+    fn the_analysis_is_the_text_before_the_verdict() {
+        assert_eq!(
+            critic_analysis("Analysis: the sign is wrong.\n\nVerdict: \\boxed{no}"),
+            "the sign is wrong."
+        );
+        assert_eq!(
+            critic_analysis("**Analysis:** 2 + 2 is not 5.\n**Verdict:** \\boxed{No}"),
+            "2 + 2 is not 5."
+        );
+        assert_eq!(
+            critic_analysis("It adds wrongly. \\boxed{no}"),
+            "It adds wrongly."
+        );
+        assert_eq!(critic_analysis("\\boxed{no}"), "\\boxed{no}");
     }
 }

@@ -3,6 +3,10 @@
 //! ranked by their aggregated score, finished ones go to a pool that is never pruned, and the
 //! best `beam_size` active ones go on. The answer is the pool's best aggregated score.
 //!
+//! In thinking mode the chosen beam gets an answer phase after `</think>`; with
+//! `answer_all_beams` every finished beam does (one call each, `n = 1`, unscored, all in
+//! flight together), so each candidate carries its own answer for a vote over the beams.
+//!
 //! The beams of one step are generated concurrently (at most `parallelism` calls in flight);
 //! the ranking needs every child of the step, so a step waits for its slowest beam — that is
 //! the algorithm, not a scheduling choice. Runs of different requests share nothing.
@@ -16,13 +20,14 @@ use ponder_core::{
 };
 use serde::Deserialize;
 
+use crate::baseline::Thinking;
 use crate::scoring::{aggregate, Aggregation};
 use crate::step::generator::{StepCandidate, StepGenerator};
 use crate::step::scorer::ScoreItem;
 use crate::step::trace::{IterationRecord, NodeDecision, SearchTrace};
 use crate::step::{
-    answer_phase, call_seed, common_params, invalid, parse_step_params, CallKind, CompletionReason,
-    StepSetup, Trajectory, ONLINE_DEFAULTS,
+    answer_all_thinking, answer_phase, call_seed, common_params, invalid, parse_step_params,
+    CallKind, CompletionReason, StepSetup, Trajectory, ONLINE_DEFAULTS,
 };
 
 const NAME: &str = "beam-search";
@@ -61,6 +66,10 @@ pub struct BeamSearchConfig {
     /// Aggregated score divided by `steps^length_penalty`. Default: 0 (off).
     #[serde(default)]
     pub length_penalty: f64,
+    /// Thinking mode: generate the answer phase for every finished beam, not only the chosen
+    /// one. Default: false.
+    #[serde(default)]
+    pub answer_all_beams: bool,
 }
 
 fn default_four() -> u32 {
@@ -128,6 +137,13 @@ const OWN: &[ParamSpec] = &[
         name: "length_penalty",
         default: "0",
         description: "divide the aggregated score by steps^length_penalty",
+    },
+    ParamSpec {
+        name: "answer_all_beams",
+        default: "false",
+        description: "thinking = on only: answer phase for every finished beam (one call \
+                      each, n = 1, unscored), so every candidate has an answer to vote on; \
+                      false: only the chosen beam",
     },
 ];
 
@@ -198,6 +214,14 @@ impl StrategyFactory for BeamSearchFactory {
                 NAME,
                 "length_penalty",
                 "must be a finite number ≥ 0",
+            ));
+        }
+        if config.answer_all_beams && setup.config.thinking != Thinking::On {
+            return Err(invalid(
+                NAME,
+                "answer_all_beams",
+                "only applies with thinking = on (without a thinking block the beams end \
+                 with their answers)",
             ));
         }
         Ok(Arc::new(BeamSearch { setup, config }))
@@ -457,25 +481,50 @@ impl Strategy for BeamSearch {
             if !from_pool || c.sort_completed {
                 rank(&mut finals);
             }
+            let mut trajectories: Vec<Trajectory> =
+                finals.iter().map(|b| b.trajectory.clone()).collect();
+            let answer_seed = |i: usize| match i {
+                0 => call_seed(input.seed, &format!("{NAME}/answer")),
+                i => call_seed(input.seed, &format!("{NAME}/answer/{i}")),
+            };
+            let mut answered_beams = 0;
+            if c.answer_all_beams && !trajectories.is_empty() {
+                // Every finished beam answers, in one batch; the chosen one is the first.
+                let seeds: Vec<u64> = (0..trajectories.len()).map(answer_seed).collect();
+                let (answered, calls) = answer_all_thinking(
+                    setup,
+                    &generator,
+                    backend,
+                    &mut trace,
+                    trajectories,
+                    0,
+                    &seeds,
+                )
+                .await?;
+                trajectories = answered;
+                answered_beams = calls;
+                trace.selected = trajectories.first().map(|t| t.node);
+            } else if let Some(first) = trajectories.first_mut() {
+                let t = answer_phase(
+                    setup,
+                    &generator,
+                    &scorer,
+                    backend,
+                    &mut trace,
+                    first.clone(),
+                    1,
+                    false,
+                    answer_seed(0),
+                )
+                .await?;
+                answered_beams = usize::from(t.answer_step.is_some());
+                trace.selected = Some(t.node);
+                *first = t;
+            }
             let mut candidates = Vec::with_capacity(finals.len());
-            let mut chosen_reason = None;
-            let mut answer = None;
-            for (i, beam) in finals.into_iter().enumerate() {
-                let mut t = beam.trajectory;
-                if i == 0 {
-                    let seed = call_seed(input.seed, &format!("{NAME}/answer"));
-                    t = answer_phase(
-                        setup, &generator, &scorer, backend, &mut trace, t, 1, false, seed,
-                    )
-                    .await?;
-                    trace.selected = Some(t.node);
-                }
+            for (beam, t) in finals.iter().zip(&trajectories) {
                 let text = t.full_text();
                 let a = setup.extract(&text);
-                if i == 0 {
-                    answer = a.clone();
-                    chosen_reason = Some(t.reason);
-                }
                 candidates.push(Candidate {
                     text,
                     answer: a,
@@ -485,6 +534,8 @@ impl Strategy for BeamSearch {
                     completion_tokens: Some(t.tokens),
                 });
             }
+            let answer = candidates.first().and_then(|c| c.answer.clone());
+            let chosen_reason = trajectories.first().map(|t| t.reason);
             trace.stopped = stopped.to_string();
             Ok(StrategyOutcome {
                 answer,
@@ -497,6 +548,9 @@ impl Strategy for BeamSearch {
                     "completion_reason": chosen_reason.flatten(),
                     "max_steps_hit": max_steps_hit,
                     "reward_calls": trace.reward_calls,
+                    "answer_all_beams": c.answer_all_beams,
+                    "answered_beams": answered_beams,
+                    "beam_answers": candidates.iter().map(|c| c.answer.clone()).collect::<Vec<_>>(),
                     "search": trace.to_json(),
                 }),
                 candidates,

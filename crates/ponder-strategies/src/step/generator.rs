@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use ponder_core::{
-    Backend, Completion, FinishReason, GenerationRequest, Message, Prompt, SamplingParams,
+    Backend, Completion, FinishReason, GenerationRequest, Message, Prompt, Role, SamplingParams,
     StrategyError, TokenLogprob,
 };
 use serde::{Deserialize, Serialize};
@@ -143,6 +143,27 @@ impl StepGenerator {
             context_budget: None,
             thinking: Thinking::None,
         }
+    }
+
+    /// This generator with `note` appended to the last user message (or as a new user message
+    /// when there is none): the steps so far are continued the same way, but the model reads
+    /// the note first. MUR's `critic_revise` asks for a revised step like this.
+    pub fn with_note(&self, note: &str) -> Self {
+        let mut messages = self.messages.clone();
+        match messages.iter_mut().rev().find(|m| m.role == Role::User) {
+            Some(m) => {
+                m.content.push_str("\n\n");
+                m.content.push_str(note);
+            }
+            None => messages.push(Message::user(note)),
+        }
+        let mut generator = self.clone();
+        generator.rendered = match self.continuation {
+            Continuation::Text => render_chatml(&messages),
+            Continuation::Prefill => String::new(),
+        };
+        generator.messages = messages;
+        generator
     }
 
     fn prompt(&self, prefix: &str) -> Prompt {

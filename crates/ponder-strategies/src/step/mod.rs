@@ -155,6 +155,15 @@ pub struct StepConfig {
     /// `llm_critic`: re-asks of a reply without a label. Default: 2.
     #[serde(default = "default_critic_max_reask")]
     pub critic_max_reask: u32,
+    /// `prm`: PRM input budget in tokens; a longer input loses its leading steps (the last
+    /// step is always sent; token counts are estimated as UTF-8 bytes / 3, rounded up).
+    /// Default: 4000.
+    #[serde(default = "default_prm_max_tokens")]
+    pub prm_max_tokens: u64,
+}
+
+fn default_prm_max_tokens() -> u64 {
+    scorer::DEFAULT_PRM_MAX_TOKENS
 }
 
 fn default_critic_samples() -> u32 {
@@ -375,6 +384,13 @@ pub(crate) fn common_params(d: &StepDefaults) -> Vec<ParamSpec> {
             default: "2",
             description: "llm_critic: re-asks of a reply without a label",
         },
+        ParamSpec {
+            name: "prm_max_tokens",
+            default: "4000",
+            description: "prm: input budget in tokens (≥ 1); leading steps that do not fit are \
+                          not sent and stay unscored, the last step always is (tokens \
+                          estimated as UTF-8 bytes / 3, rounded up)",
+        },
     ]
 }
 
@@ -504,6 +520,9 @@ impl StepSetup {
         if config.critic_max_tokens == 0 {
             return Err(invalid(strategy, "critic_max_tokens", "must be at least 1"));
         }
+        if config.prm_max_tokens == 0 {
+            return Err(invalid(strategy, "prm_max_tokens", "must be at least 1"));
+        }
         let kind = config.detector.unwrap_or(defaults.detector.0);
         let mut custom = config.custom_markers.clone();
         custom.extend(config.custom_words.iter().cloned());
@@ -613,6 +632,7 @@ impl StepSetup {
             }),
             seed: input.seed,
             parallelism: c.parallelism,
+            prm_max_tokens: c.prm_max_tokens,
         }
     }
 
@@ -790,6 +810,94 @@ pub(crate) async fn answer_phase(
             .unwrap_or_default();
     }
     answer_after(generator, scorer, backend, trace, base, n, score, seed).await
+}
+
+/// Thinking mode, `answer_all_beams` (§1.7 "Finish"): the answer phase of every trajectory in
+/// `trajectories` at once. Each one that needs an answer (none yet after `</think>`, and its
+/// reply did not end inside the block) gets one call with `n = 1`, unscored, after `</think>`
+/// (added when its steps did not close the block); the calls run together, at most
+/// `parallelism` in flight, with `seeds[i]` for trajectory `i`. Each answer is a child node of
+/// its trajectory, marked `selected` under trajectory `chosen` and `finished` under the others;
+/// a trajectory that needed no answer keeps its last node (`selected` for `chosen`). Returns
+/// the trajectories with their answers and how many answer calls were made.
+pub(crate) async fn answer_all_thinking(
+    setup: &StepSetup,
+    generator: &StepGenerator,
+    backend: &Arc<dyn Backend>,
+    trace: &mut SearchTrace,
+    trajectories: Vec<Trajectory>,
+    chosen: usize,
+    seeds: &[u64],
+) -> Result<(Vec<Trajectory>, usize), StrategyError> {
+    use futures_util::stream::{self, StreamExt, TryStreamExt};
+
+    let mut bases: Vec<(usize, Trajectory)> = Vec::new();
+    for (i, t) in trajectories.iter().enumerate() {
+        let ended = t.reason == Some(CompletionReason::EosPattern);
+        if ended || setup.detector.has_answer_content(&t.text) {
+            if i == chosen {
+                trace.decide(t.node, NodeDecision::Selected);
+            }
+            continue;
+        }
+        let mut base = t.clone();
+        if !base.text.contains(THINK_END) {
+            base.lead = format!("\n{THINK_END}\n\n");
+        }
+        bases.push((i, base));
+    }
+    let calls: Vec<ponder_core::BoxFuture<'_, Result<Vec<StepCandidate>, StrategyError>>> = bases
+        .iter()
+        .map(|(i, base)| {
+            let seed = seeds.get(*i).copied().unwrap_or(0);
+            Box::pin(generator.generate(backend, &base.text, &base.lead, 1, seed, CallKind::Answer))
+                as ponder_core::BoxFuture<'_, _>
+        })
+        .collect();
+    let n_calls = calls.len();
+    let answers: Vec<Vec<StepCandidate>> = stream::iter(calls)
+        .buffered(setup.config.parallelism.max(1))
+        .try_collect()
+        .await?;
+    let mut out = trajectories;
+    let mut record = trace::IterationRecord {
+        step: bases
+            .iter()
+            .map(|(_, b)| b.steps.len() + 1)
+            .max()
+            .unwrap_or(1),
+        expanded: bases.iter().map(|(_, b)| b.node).collect(),
+        ..trace::IterationRecord::default()
+    };
+    for ((i, base), answer) in bases.into_iter().zip(answers) {
+        let Some(c) = answer.into_iter().next() else {
+            if i == chosen {
+                trace.decide(base.node, NodeDecision::Selected);
+            }
+            continue;
+        };
+        let group = trace.nodes.get(base.node).map_or(0, |n| n.group);
+        let id = trace.add(base.node, group, &c, None, None, true);
+        record.children.push(id);
+        if i == chosen {
+            trace.decide(id, NodeDecision::Selected);
+            record.kept.push(id);
+        } else {
+            trace.decide(id, NodeDecision::Finished);
+            record.finished.push(id);
+        }
+        let mut t = base;
+        t.node = id;
+        t.answer_step = Some(c.generated.clone());
+        t.tokens += c.completion_tokens;
+        t.complete = true;
+        t.reason = c.end.reason;
+        out[i] = t;
+    }
+    if n_calls > 0 {
+        trace.iteration(record);
+    }
+    Ok((out, n_calls))
 }
 
 /// Generates `n` answer candidates continuing `base` (its text and lead) and keeps the best

@@ -8,6 +8,12 @@
 //! stops early (in-depth pruning) once the rollouts agree; the remaining beams are then
 //! completed and one completion is picked from the larger of two clusters.
 //!
+//! Steps end at the `step_stop` delimiters (default: a newline, and the end markers
+//! `eos_patterns`), sent as literal stop strings. A rollout is valued by `foresight_value`:
+//! its mean token logprob (default, the paper's), its summed token logprob, or the PRM reward
+//! of its last step (`prm`, one batched PRM call per step, scoring `parent steps + candidate +
+//! the rollout split at the step delimiters`).
+//!
 //! Differences from the paper's code: beams whose chosen step already ends the solution leave
 //! the search (they are finished, not rolled out again), so later steps expand fewer beams;
 //! K-means starts from a deterministic farthest-point seeding instead of k-means++.
@@ -24,6 +30,7 @@ use ponder_core::{
 use serde::{Deserialize, Serialize};
 
 use crate::scoring::{uncertainty, Uncertainty};
+use crate::step::scorer::{ScoreItem, StepScorerKind};
 use crate::step::trace::{IterationRecord, NodeDecision, SearchTrace};
 use crate::step::{
     answer_phase, call_seed, common_params, invalid, parse_step_params, CallKind, StepCandidate,
@@ -54,6 +61,37 @@ pub enum FinalSelection {
     Sample,
     /// The highest advantage.
     Argmax,
+}
+
+/// How a foresight rollout is valued (`F`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForesightValue {
+    /// Mean token logprob of the rollout (the paper).
+    #[default]
+    MeanLogprob,
+    /// Summed token logprob of the rollout (favours short rollouts).
+    SumLogprob,
+    /// The PRM reward of the rollout's last step, scored after the trajectory and the
+    /// candidate.
+    Prm,
+}
+
+/// A list of strings, or one string standing for a list of one.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
 }
 
 /// The strategy's own parameters (§1.10 table).
@@ -102,6 +140,15 @@ pub struct PhiDecodingConfig {
     /// Default: `sample`.
     #[serde(default = "default_final_selection")]
     pub final_selection: FinalSelection,
+    /// Step delimiters, literal stop strings (a single string is a list of one, as DVTS
+    /// spells it). Default: `["\n"]` plus the end markers (`eos_patterns`), which are always
+    /// stop strings.
+    #[serde(default)]
+    pub step_stop: Option<OneOrMany>,
+    /// How a rollout is valued: `mean_logprob`, `sum_logprob` or `prm`. Default:
+    /// `mean_logprob`.
+    #[serde(default)]
+    pub foresight_value: ForesightValue,
 }
 
 fn four() -> u32 {
@@ -206,6 +253,19 @@ const OWN: &[ParamSpec] = &[
         default: "sample",
         description: "pick in the larger final cluster: sample (∝ softmax(A/0.1)) | argmax",
     },
+    ParamSpec {
+        name: "step_stop",
+        default: "[\"\\n\", end markers (eos_patterns)]",
+        description: "step delimiters: non-empty literal stop strings, a list or one string \
+                      (the end and answer markers are always added); not with markers, \
+                      custom_markers, custom_words or detector = structured",
+    },
+    ParamSpec {
+        name: "foresight_value",
+        default: "mean_logprob",
+        description: "rollout value F: mean_logprob | sum_logprob | prm (PRM reward of the \
+                      rollout's last step; needs process rewards)",
+    },
 ];
 
 fn params() -> Vec<ParamSpec> {
@@ -213,8 +273,8 @@ fn params() -> Vec<ParamSpec> {
     for spec in &mut p {
         match spec.name {
             "scorer" => spec.default = "perplexity",
-            "markers" => spec.default = "[] (all off)",
-            "custom_markers" => spec.default = "[\"\\n\"]",
+            "markers" => spec.default = "[] (all off; steps end at step_stop)",
+            "custom_markers" => spec.default = "[] (steps end at step_stop)",
             _ => {}
         }
     }
@@ -222,21 +282,57 @@ fn params() -> Vec<ParamSpec> {
     p
 }
 
-/// The user's parameters with this strategy's shared defaults: newline steps, and a logprob
-/// scorer (only the answer phase of a trajectory without an answer uses it).
+/// Parameters that set the step boundaries another way than `step_stop`.
+/// (`step_patterns` only matter with `detector = structured`, which is checked on its own.)
+const BOUNDARY_PARAMS: &[&str] = &["markers", "custom_markers", "custom_words"];
+
+/// Whether the user set the step boundaries with the shared detector parameters (then
+/// `step_stop` does not apply).
+fn boundaries_set(params: &Params) -> bool {
+    BOUNDARY_PARAMS.iter().any(|k| params.contains_key(*k))
+        || params.get("detector").and_then(|d| d.as_str()) == Some("structured")
+}
+
+/// The user's parameters with this strategy's shared defaults: no marker words (the steps end
+/// at `step_stop`), and a logprob scorer (only the answer phase of a trajectory without an
+/// answer uses it).
 fn with_defaults(params: &Params) -> Params {
     let mut p = params.clone();
     p.entry("scorer".into())
         .or_insert_with(|| serde_json::json!("perplexity"));
-    let markers_set = ["markers", "custom_markers", "custom_words"]
-        .iter()
-        .any(|k| p.contains_key(*k));
-    let structured = p.get("detector").and_then(|d| d.as_str()) == Some("structured");
-    if !markers_set && !structured {
+    if !boundaries_set(params) {
         p.insert("markers".into(), serde_json::json!([]));
-        p.insert("custom_markers".into(), serde_json::json!(["\n"]));
+        p.insert("custom_markers".into(), serde_json::json!([]));
     }
     p
+}
+
+/// Splits `text` at every delimiter (the leftmost match, the longest at a position), dropping
+/// the delimiters; pieces are trimmed and empty ones dropped.
+fn split_at_delimiters(text: &str, delimiters: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut piece_start = 0;
+    let mut i = 0;
+    while i < text.len() {
+        let hit = delimiters
+            .iter()
+            .filter(|d| !d.is_empty() && text[i..].starts_with(d.as_str()))
+            .map(String::len)
+            .max();
+        match hit {
+            Some(len) => {
+                out.push(text[piece_start..i].trim().to_string());
+                i += len;
+                piece_start = i;
+            }
+            None => {
+                i += text[i..].chars().next().map_or(1, char::len_utf8);
+            }
+        }
+    }
+    out.push(text[piece_start..].trim().to_string());
+    out.retain(|p| !p.is_empty());
+    out
 }
 
 /// Builds [`PhiDecoding`].
@@ -260,10 +356,67 @@ impl StrategyFactory for PhiDecodingFactory {
         backend_name: &str,
         capabilities: &Capabilities,
     ) -> Result<Arc<dyn Strategy>, BuildError> {
+        let user_boundaries = boundaries_set(params);
+        if params.contains_key("step_stop") && user_boundaries {
+            let other = BOUNDARY_PARAMS
+                .iter()
+                .find(|k| params.contains_key(**k))
+                .copied()
+                .unwrap_or("detector");
+            return Err(invalid(
+                NAME,
+                "step_stop",
+                format!("cannot be combined with `{other}`: set the step boundaries one way"),
+            ));
+        }
         let params = with_defaults(params);
         let (common, config): (_, PhiDecodingConfig) =
             parse_step_params(NAME, &params, &common_params(&DEFAULTS), OWN)?;
         let mut setup = StepSetup::build(NAME, common, &DEFAULTS, backend_name, capabilities)?;
+        // Step delimiters: `step_stop` (default a newline) joins the end and answer markers
+        // the detector already stops at; with the shared marker parameters it does not apply.
+        let delimiters: Vec<String> = match config.step_stop.clone().map(OneOrMany::into_vec) {
+            Some(list) if list.is_empty() => {
+                return Err(invalid(
+                    NAME,
+                    "step_stop",
+                    "must list at least one delimiter",
+                ))
+            }
+            Some(list) if list.iter().any(String::is_empty) => {
+                return Err(invalid(NAME, "step_stop", "delimiters must not be empty"))
+            }
+            Some(list) => list,
+            None if user_boundaries => setup
+                .detector
+                .stop_strings
+                .iter()
+                .filter(|s| !setup.detector.eos_patterns.contains(s))
+                .cloned()
+                .collect(),
+            None => vec!["\n".to_string()],
+        };
+        if !user_boundaries {
+            let stops = &mut setup.detector.stop_strings;
+            for d in &delimiters {
+                if !stops.contains(d) {
+                    stops.push(d.clone());
+                }
+            }
+            stops.sort();
+        }
+        if config.foresight_value == ForesightValue::Prm
+            && !capabilities.has(Capability::ProcessRewards)
+        {
+            return Err(invalid(
+                NAME,
+                "foresight_value",
+                format!(
+                    "`prm` needs a process reward model (capability process_rewards), which \
+                     `{backend_name}` lacks; use mean_logprob or sum_logprob"
+                ),
+            ));
+        }
         // Confidences and foresight values are read from the logprobs of every call.
         if !capabilities.has(Capability::Logprobs) {
             return Err(BuildError::MissingCapability {
@@ -328,7 +481,11 @@ impl StrategyFactory for PhiDecodingFactory {
                 "must be finite and ≥ 0",
             ));
         }
-        Ok(Arc::new(PhiDecoding { setup, config }))
+        Ok(Arc::new(PhiDecoding {
+            setup,
+            config,
+            delimiters,
+        }))
     }
 }
 
@@ -337,6 +494,8 @@ impl StrategyFactory for PhiDecodingFactory {
 pub struct PhiDecoding {
     setup: StepSetup,
     config: PhiDecodingConfig,
+    /// Where a step ends (a rollout is split into steps here for the `prm` value).
+    delimiters: Vec<String>,
 }
 
 /// An active or finished beam.
@@ -381,6 +540,14 @@ struct StepRecord {
 fn mean_logprob(tokens: Option<&[TokenLogprob]>) -> Option<f64> {
     tokens
         .and_then(|t| uncertainty(Uncertainty::Perplexity, t))
+        .map(|u| -u)
+        .filter(|v| v.is_finite())
+}
+
+/// Summed token logprob of a span, `None` without usable logprobs.
+fn sum_logprob(tokens: Option<&[TokenLogprob]>) -> Option<f64> {
+    tokens
+        .and_then(|t| uncertainty(Uncertainty::SequenceProb, t))
         .map(|u| -u)
         .filter(|v| v.is_finite())
 }
@@ -600,6 +767,10 @@ impl Strategy for PhiDecoding {
             let mut final_gen = generator.clone();
             final_gen.max_step_tokens = c.max_final_tokens;
             let scorer = setup.scorer(input);
+            // The PRM behind `foresight_value = prm`, whatever scores the answer phase.
+            let mut prm = scorer.clone();
+            prm.kind = StepScorerKind::Prm;
+            prm.critic = None;
             let mut trace = SearchTrace::new(NAME, "foresight");
             let k = c.cluster_num as usize;
             let mut beams: Vec<Beam> = vec![
@@ -722,26 +893,73 @@ impl Strategy for PhiDecoding {
                     .try_collect::<Vec<_>>()
                     .await?
                     .into_iter();
-                let mut foresight: Vec<f64> = Vec::with_capacity(kept.len());
+                // The value of each kept child: its rollout's (or, for a child that already
+                // ends the solution, its own step's) mean or summed logprob, or the PRM reward
+                // of its last step. Missing logprobs fall back to the step's own value, then 0;
+                // a missing PRM reward to the parent's value (advantage 0).
+                let own_value = |i: usize| match c.foresight_value {
+                    ForesightValue::SumLogprob => sum_logprob(pairs[i].1.tokens.as_deref()),
+                    _ => confidence[i],
+                };
+                let rollouts: Vec<Option<StepCandidate>> = children
+                    .iter()
+                    .map(|child| {
+                        if child.complete {
+                            None
+                        } else {
+                            rolled.next().and_then(|r| r.into_iter().next())
+                        }
+                    })
+                    .collect();
                 let mut texts: Vec<String> = Vec::with_capacity(kept.len());
                 for (j, child) in children.iter().enumerate() {
-                    let i = kept[j];
-                    let own = pairs[i].1.raw_text();
-                    if child.complete {
-                        foresight.push(confidence[i].unwrap_or(0.0));
-                        texts.push(own);
-                        continue;
+                    let own = pairs[kept[j]].1.raw_text();
+                    match &rollouts[j] {
+                        _ if child.complete => texts.push(own),
+                        Some(r) => texts.push(format!("{own}{}{}", child.lead, r.raw_text())),
+                        None => texts.push(format!("{own}{}", child.lead)),
                     }
-                    let rollout = rolled.next().and_then(|r| r.into_iter().next());
-                    let value = rollout
-                        .as_ref()
-                        .and_then(|r| mean_logprob(r.tokens.as_deref()))
-                        .or(confidence[i])
-                        .unwrap_or(0.0);
-                    foresight.push(value);
-                    let tail = rollout.map(|r| r.raw_text()).unwrap_or_default();
-                    texts.push(format!("{own}{}{tail}", child.lead));
                 }
+                let mut scoring = None;
+                let foresight: Vec<f64> = match c.foresight_value {
+                    ForesightValue::MeanLogprob | ForesightValue::SumLogprob => kept
+                        .iter()
+                        .zip(&rollouts)
+                        .map(|(&i, r)| {
+                            let tokens = r.as_ref().and_then(|r| r.tokens.as_deref());
+                            let value = match c.foresight_value {
+                                ForesightValue::SumLogprob => sum_logprob(tokens),
+                                _ => mean_logprob(tokens),
+                            };
+                            value.or_else(|| own_value(i)).unwrap_or(0.0)
+                        })
+                        .collect(),
+                    ForesightValue::Prm => {
+                        let tails: Vec<Vec<String>> = rollouts
+                            .iter()
+                            .map(|r| match r {
+                                // The rollout's raw text starts with the child's lead.
+                                Some(r) => split_at_delimiters(&r.raw_text(), &self.delimiters),
+                                None => Vec::new(),
+                            })
+                            .collect();
+                        let items: Vec<ScoreItem<'_>> = kept
+                            .iter()
+                            .zip(&tails)
+                            .map(|(&i, tail)| ScoreItem {
+                                parent_steps: &beams[pairs[i].0].trajectory.steps,
+                                candidate: &pairs[i].1,
+                                lookahead: tail,
+                            })
+                            .collect();
+                        let (rewards, call) = prm.score(backend, &items).await?;
+                        scoring = Some(call);
+                        kept.iter()
+                            .zip(&rewards)
+                            .map(|(&i, r)| r.unwrap_or(beams[pairs[i].0].foresight))
+                            .collect()
+                    }
+                };
                 // 4. Advantage; 5. alignment by cluster share; 6. selection.
                 let advantage: Vec<f64> = kept
                     .iter()
@@ -840,7 +1058,7 @@ impl Strategy for PhiDecoding {
                     kept: kept_ids,
                     finished: finished_ids,
                     pruned,
-                    scoring: None,
+                    scoring,
                     resampled: Vec::new(),
                     ess: None,
                 });
@@ -966,6 +1184,19 @@ impl Strategy for PhiDecoding {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rollouts_split_at_the_longest_delimiter_and_odd_text_is_fine() {
+        let d: Vec<String> = ["\n", "\n\n", "Step"].map(String::from).to_vec();
+        let check = |text: &str, expected: &[&str]| {
+            assert_eq!(split_at_delimiters(text, &d), expected, "{text:?}");
+        };
+        check("a\n\nb\nc", &["a", "b", "c"]);
+        check("xStep yé\n", &["x", "yé"]);
+        check("\n\n\n", &[]);
+        check("", &[]);
+        assert_eq!(split_at_delimiters("ünï 🌀", &[]), vec!["ünï 🌀"]);
+    }
 
     #[test]
     fn softmax_handles_missing_values_and_temperature() {

@@ -4,6 +4,9 @@
 //! tokens with the validity transform (`crate::scoring`); or an LLM critic (value mode) that
 //! labels each new step `sure`, `likely` or `impossible`. A candidate that cannot be scored is
 //! `None` (never a magic number) and loses to every scored one.
+//!
+//! PRM inputs are tail-truncated to `prm_max_tokens` (§2.5.4, [`prm_kept_from`]): the leading
+//! steps that do not fit are not sent, and each score call records how many were dropped.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -100,10 +103,82 @@ pub struct ScoreCall {
     /// LLM critic: samples still unreadable after every re-ask (dropped, not 0).
     #[serde(skip_serializing_if = "is_zero")]
     pub critic_parse_failures: u64,
+    /// PRM: items whose input was tail-truncated to `prm_max_tokens`.
+    #[serde(skip_serializing_if = "is_zero_usize")]
+    pub prm_truncated: usize,
+    /// PRM: per item, the leading steps not sent (0 for an item sent whole or not sent at
+    /// all). Left out of the record when nothing was truncated.
+    #[serde(skip_serializing_if = "all_zero")]
+    pub prm_dropped_steps: Vec<usize>,
 }
 
 fn is_zero(x: &u64) -> bool {
     *x == 0
+}
+
+fn is_zero_usize(x: &usize) -> bool {
+    *x == 0
+}
+
+fn all_zero(x: &[usize]) -> bool {
+    x.iter().all(|d| *d == 0)
+}
+
+/// Default of `prm_max_tokens`: the PRM input budget in tokens (TB, for a PRM served with
+/// `max_model_len = 4096`).
+pub const DEFAULT_PRM_MAX_TOKENS: u64 = 4000;
+
+/// Tokens the PRM input spends outside the question and the steps: the chat template and the
+/// PRM's system prompt (which the backend adds and the scorer cannot see). Qwen2.5-Math-PRM's
+/// frame is about 40 tokens; 64 leaves a margin.
+pub const PRM_FRAME_OVERHEAD_TOKENS: u64 = 64;
+
+/// Tokens kept free below `prm_max_tokens` besides the frame (§2.5.4).
+const PRM_SAFETY_TOKENS: u64 = 10;
+
+/// A conservative token count for text the scorer cannot tokenise (no tokenizer is reachable
+/// through the backend trait): UTF-8 bytes / 3, rounded up. BPE tokenizers average about four
+/// bytes a token on English and math text, so this over-counts and truncation errs towards
+/// sending less.
+pub fn estimate_tokens(text: &str) -> u64 {
+    (text.len() as u64).div_ceil(3)
+}
+
+/// Tail truncation to the PRM context (§2.5.4): the index of the first step sent. Walking from
+/// the last step backwards, each step costs `estimate_tokens(step) + 1` (its step tag); steps
+/// are kept while the total stays within `max_tokens − frame_tokens − 10`. The last step is
+/// always sent, even alone over the budget; the leading steps before the returned index are
+/// not sent (their scores are `None`).
+pub fn prm_kept_from(steps: &[String], frame_tokens: u64, max_tokens: u64) -> usize {
+    let Some(last) = steps.len().checked_sub(1) else {
+        return 0;
+    };
+    let budget = max_tokens
+        .saturating_sub(frame_tokens)
+        .saturating_sub(PRM_SAFETY_TOKENS);
+    let mut used = estimate_tokens(&steps[last]) + 1;
+    let mut first = last;
+    while first > 0 {
+        let cost = estimate_tokens(&steps[first - 1]) + 1;
+        if used + cost > budget {
+            break;
+        }
+        used += cost;
+        first -= 1;
+    }
+    first
+}
+
+/// The per-step rewards of a trajectory of `total` steps whose first `dropped` were not sent:
+/// `None` for those, then the PRM's rewards in order (non-finite ones `None`). `None` when the
+/// reply does not have one row per step sent (§2.5.2: rejected).
+pub fn map_rewards(total: usize, dropped: usize, rewards: &[f64]) -> Option<Vec<Option<f64>>> {
+    if dropped > total || rewards.len() != total - dropped {
+        return None;
+    }
+    let mut out = vec![None; dropped];
+    out.extend(rewards.iter().map(|r| Some(*r).filter(|r| r.is_finite())));
+    Some(out)
 }
 
 /// Settings of the LLM critic (reference §2.6, value mode).
@@ -287,6 +362,9 @@ pub struct StepScorer {
     pub seed: u64,
     /// Most critic calls in flight.
     pub parallelism: usize,
+    /// PRM input budget in tokens; longer trajectories lose their leading steps
+    /// ([`prm_kept_from`]). Default: 4000.
+    pub prm_max_tokens: u64,
 }
 
 /// A critic's score of one step and what it cost.
@@ -320,6 +398,8 @@ impl StepScorer {
             critic_calls: 0,
             critic_tokens: 0,
             critic_parse_failures: 0,
+            prm_truncated: 0,
+            prm_dropped_steps: vec![0; items.len()],
         };
         if self.kind == StepScorerKind::LlmCritic {
             self.critic_scores(backend, items, &mut scores, &mut call)
@@ -339,7 +419,9 @@ impl StepScorer {
                 }
             }
             None => {
-                // Empty candidates are not sent; they stay unscored.
+                // Empty candidates are not sent; they stay unscored. Each input is
+                // tail-truncated to the PRM context.
+                let frame = estimate_tokens(&self.question) + PRM_FRAME_OVERHEAD_TOKENS;
                 let mut sent = Vec::new();
                 let mut requests = Vec::new();
                 for (i, item) in items.iter().enumerate() {
@@ -355,7 +437,14 @@ impl StepScorer {
                         .collect();
                     steps.push(step);
                     steps.extend(item.lookahead.iter().filter(|s| !s.is_empty()).cloned());
-                    sent.push((i, steps.len()));
+                    let total = steps.len();
+                    let dropped = prm_kept_from(&steps, frame, self.prm_max_tokens);
+                    if dropped > 0 {
+                        steps.drain(..dropped);
+                        call.prm_truncated += 1;
+                        call.prm_dropped_steps[i] = dropped;
+                    }
+                    sent.push((i, total, dropped));
                     requests.push(RewardRequest {
                         question: self.question.clone(),
                         steps,
@@ -364,13 +453,12 @@ impl StepScorer {
                 if !requests.is_empty() {
                     let replies = backend.rewards(requests).await?;
                     call.reward_calls = 1;
-                    for ((i, n_steps), reply) in sent.into_iter().zip(replies) {
+                    for ((i, total, dropped), reply) in sent.into_iter().zip(replies) {
                         call.reward_tokens += reply.prompt_tokens;
-                        // A reply without one row per step sent is rejected (§2.5.2).
-                        if reply.step_rewards.len() == n_steps {
-                            scores[i] =
-                                reply.step_rewards.last().copied().filter(|r| r.is_finite());
-                        }
+                        // A reply without one row per step sent is rejected (§2.5.2). The
+                        // candidate (or its lookahead) is the last step, always sent.
+                        scores[i] = map_rewards(total, dropped, &reply.step_rewards)
+                            .and_then(|r| r.last().copied().flatten());
                     }
                 }
             }
@@ -605,6 +693,205 @@ impl StepScorer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+
+    use ponder_core::{BackendError, Capabilities, CompletionStream, FinishReason, RewardResponse};
+
+    use crate::step::detector::StepEnd;
+
+    #[test]
+    fn token_estimates_round_utf8_bytes_over_three_up() {
+        let check = |text: &str, expected: u64| assert_eq!(estimate_tokens(text), expected);
+        check("", 0);
+        check("ab", 1);
+        check("abc", 1);
+        check("abcd", 2);
+        // "é" is two bytes: 6 bytes → 2.
+        check("ééé", 2);
+    }
+
+    /// `n` distinct steps of `bytes` ASCII bytes (30 bytes: 10 tokens, 11 with the step tag).
+    fn steps(n: usize, bytes: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| format!("{i}{}", "x".repeat(bytes - 1)))
+            .collect()
+    }
+
+    #[test]
+    fn prm_truncation_keeps_the_tail_that_fits() {
+        // Frame 65 (question "Q?" = 1 token + 64 of template): budget 100 − 65 − 10 = 25.
+        // From the end: 11, 22 (fits), 33 (> 25): steps 2 and 3 are sent, 0 and 1 dropped.
+        assert_eq!(prm_kept_from(&steps(4, 30), 65, 100), 2);
+        // Budget 111 − 65 − 10 = 36: 11, 22, 33 fit, 44 does not: one dropped.
+        assert_eq!(prm_kept_from(&steps(4, 30), 65, 111), 1);
+        // Budget 97 − 65 − 10 = 22: two steps (22) fit exactly, a third (33) does not.
+        assert_eq!(prm_kept_from(&steps(4, 30), 65, 97), 2);
+        // The default budget sends everything.
+        assert_eq!(prm_kept_from(&steps(4, 30), 65, DEFAULT_PRM_MAX_TOKENS), 0);
+        // The last step alone (90 bytes = 30 tokens + 1 > 25) is still sent; the rest is not.
+        let mut long_last = steps(3, 30);
+        long_last.push("y".repeat(90));
+        assert_eq!(prm_kept_from(&long_last, 65, 100), 3);
+        // A frame larger than the budget leaves only the last step.
+        assert_eq!(prm_kept_from(&steps(2, 3), 5000, 100), 1);
+        assert_eq!(prm_kept_from(&[], 65, 100), 0);
+    }
+
+    #[test]
+    fn returned_rewards_map_back_to_their_step_indices() {
+        assert_eq!(
+            map_rewards(4, 2, &[0.3, 0.9]),
+            Some(vec![None, None, Some(0.3), Some(0.9)])
+        );
+        assert_eq!(
+            map_rewards(2, 0, &[0.5, f64::NAN]),
+            Some(vec![Some(0.5), None])
+        );
+        // A reply without one row per step sent is rejected.
+        assert_eq!(map_rewards(4, 2, &[0.3]), None);
+        assert_eq!(map_rewards(1, 2, &[]), None);
+    }
+
+    /// A PRM whose reward of the k-th step sent is (k + 1) / 10.
+    #[derive(Default)]
+    struct PositionPrm {
+        requests: Mutex<Vec<RewardRequest>>,
+    }
+
+    impl Backend for PositionPrm {
+        fn name(&self) -> &str {
+            "position-prm"
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities {
+                max_top_logprobs: None,
+                multiple_samples: true,
+                prefix_continuation: true,
+                process_rewards: true,
+                streaming: true,
+                max_stop_strings: None,
+            }
+        }
+        fn stream(
+            &self,
+            _request: GenerationRequest,
+        ) -> BoxFuture<'_, Result<CompletionStream, ponder_core::BackendError>> {
+            Box::pin(async move {
+                Err(BackendError::Unsupported {
+                    backend: "position-prm".into(),
+                    capability: Capability::Streaming,
+                })
+            })
+        }
+        fn rewards(
+            &self,
+            requests: Vec<RewardRequest>,
+        ) -> BoxFuture<'_, Result<Vec<ponder_core::RewardResponse>, BackendError>> {
+            let replies = requests
+                .iter()
+                .map(|r| RewardResponse {
+                    step_rewards: (0..r.steps.len()).map(|k| (k + 1) as f64 / 10.0).collect(),
+                    prompt_tokens: 1,
+                })
+                .collect();
+            self.requests.lock().expect("lock").extend(requests);
+            Box::pin(async move { Ok(replies) })
+        }
+    }
+
+    fn candidate(text: &str) -> StepCandidate {
+        StepCandidate {
+            index: 0,
+            lead: String::new(),
+            generated: text.to_string(),
+            marker: None,
+            tokens: None,
+            completion_tokens: 1,
+            finish_reason: FinishReason::Stop,
+            end: StepEnd {
+                is_complete: true,
+                is_trajectory_complete: false,
+                reason: None,
+            },
+        }
+    }
+
+    fn prm_scorer(max_tokens: u64) -> StepScorer {
+        StepScorer {
+            kind: StepScorerKind::Prm,
+            question: "Q?".into(),
+            critic: None,
+            seed: 0,
+            parallelism: 1,
+            prm_max_tokens: max_tokens,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_long_trajectory_sends_only_its_tail_and_records_the_dropped_steps() {
+        let prm = Arc::new(PositionPrm::default());
+        let backend: Arc<dyn Backend> = prm.clone();
+        let parent = steps(3, 30);
+        let long = candidate(&"c".repeat(30));
+        let short = candidate("d");
+        let items = [
+            ScoreItem {
+                parent_steps: &parent,
+                candidate: &long,
+                lookahead: &[],
+            },
+            ScoreItem {
+                parent_steps: &[],
+                candidate: &short,
+                lookahead: &[],
+            },
+        ];
+        // Budget 25 (see above): of the 4 steps of the first item, the last two are sent.
+        let (scores, call) = prm_scorer(100)
+            .score(&backend, &items)
+            .await
+            .expect("scores");
+        let sent = prm.requests.lock().expect("lock").clone();
+        assert_eq!(sent[0].steps, vec![parent[2].clone(), "c".repeat(30)]);
+        assert_eq!(sent[1].steps, vec!["d".to_string()]);
+        // The candidate is the second step sent (0.2), not the fourth (0.4).
+        assert_eq!(scores, vec![Some(0.2), Some(0.1)]);
+        assert_eq!(call.prm_truncated, 1);
+        assert_eq!(call.prm_dropped_steps, vec![2, 0]);
+        let json = serde_json::to_value(&call).expect("json");
+        assert_eq!(json["prm_dropped_steps"], serde_json::json!([2, 0]));
+        // Untruncated, nothing extra is recorded.
+        let (scores, call) = prm_scorer(DEFAULT_PRM_MAX_TOKENS)
+            .score(&backend, &items[..1])
+            .await
+            .expect("scores");
+        assert_eq!(scores, vec![Some(0.4)]);
+        let json = serde_json::to_value(&call).expect("json");
+        assert!(json.get("prm_dropped_steps").is_none(), "{json}");
+        assert!(json.get("prm_truncated").is_none(), "{json}");
+    }
+
+    #[tokio::test]
+    async fn a_last_step_longer_than_the_budget_is_still_sent_alone() {
+        let prm = Arc::new(PositionPrm::default());
+        let backend: Arc<dyn Backend> = prm.clone();
+        let parent = steps(2, 30);
+        // 300 bytes = 100 tokens + 1, over the budget of 25 on its own.
+        let huge = candidate(&"z".repeat(300));
+        let items = [ScoreItem {
+            parent_steps: &parent,
+            candidate: &huge,
+            lookahead: &[],
+        }];
+        let (scores, call) = prm_scorer(100)
+            .score(&backend, &items)
+            .await
+            .expect("scores");
+        let sent = prm.requests.lock().expect("lock").clone();
+        assert_eq!(sent[0].steps, vec!["z".repeat(300)]);
+        assert_eq!(scores, vec![Some(0.1)]);
+        assert_eq!(call.prm_dropped_steps, vec![2]);
+    }
 
     #[test]
     fn votes_follow_the_marker_then_phrases_then_the_last_number() {
