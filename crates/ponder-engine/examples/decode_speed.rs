@@ -63,9 +63,24 @@ fn main() {
     for s in 1..width {
         r.fork(0, s * stride, prompt.len() as u32);
     }
+    // STEPS (default 50) sets how far the batch decodes; the rate is printed every 50 steps, so
+    // the cost of attention over a growing context shows.
+    let steps: usize = std::env::var("STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(50);
     let t2 = Instant::now();
-    let steps = 50;
+    let mut lap = Instant::now();
     for k in 0..steps {
+        if k > 0 && k % 50 == 0 {
+            let per = lap.elapsed() / 50;
+            println!(
+                "  context {}: {per:?} per step, {:.0} tokens/s",
+                prompt.len() + k,
+                f64::from(width) / per.as_secs_f64()
+            );
+            lap = Instant::now();
+        }
         let items: Vec<BatchItem> = (0..width)
             .map(|s| BatchItem {
                 token: 32 + (s as u32 % 50),
