@@ -228,9 +228,10 @@ pub(crate) fn load_engine(models: &EngineModels, seed: u64) -> anyhow::Result<Ar
     };
     let mut engine = Engine::load(&models.model, config())?;
     if let Some(prm) = &models.prm {
-        let reward = Engine::load(prm, config())
-            .with_context(|| format!("cannot load the reward model {}", prm.display()))?;
-        engine = engine.with_reward_model(Arc::new(reward))?;
+        // Loaded by the first reward request: strategies that never score steps skip it.
+        engine = engine
+            .with_reward_model_file(prm, config())
+            .with_context(|| format!("cannot use the reward model {}", prm.display()))?;
     }
     Ok(Arc::new(engine))
 }

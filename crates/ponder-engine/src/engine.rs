@@ -157,7 +157,57 @@ pub struct Engine {
     info: ModelInfo,
     counters: Arc<Counters>,
     worker: Option<std::thread::JoinHandle<()>>,
-    reward_model: Option<Arc<Engine>>,
+    reward_model: Option<RewardModel>,
+}
+
+/// Where [`Backend::rewards`] of an engine goes when another model scores the steps.
+enum RewardModel {
+    Loaded(Arc<Engine>),
+    /// A PRM file loaded on the first reward request, so a run whose strategy never scores
+    /// steps does not pay for a second model and its KV cache. The file's header was checked
+    /// when the engine was built.
+    Lazy {
+        path: PathBuf,
+        config: EngineConfig,
+        engine: tokio::sync::OnceCell<Arc<Engine>>,
+    },
+}
+
+impl RewardModel {
+    fn loaded(&self) -> Option<&Arc<Engine>> {
+        match self {
+            RewardModel::Loaded(e) => Some(e),
+            RewardModel::Lazy { engine, .. } => engine.get(),
+        }
+    }
+
+    /// The reward engine, loading it (on a blocking thread) the first time.
+    async fn get(&self, backend: &str) -> Result<&Arc<Engine>, BackendError> {
+        let (path, config, cell) = match self {
+            RewardModel::Loaded(e) => return Ok(e),
+            RewardModel::Lazy {
+                path,
+                config,
+                engine,
+            } => (path, config, engine),
+        };
+        let failed = |message: String| BackendError::Engine {
+            backend: backend.to_string(),
+            message: format!("cannot load the reward model {}: {message}", path.display()),
+        };
+        cell.get_or_try_init(|| async {
+            let (path, config) = (path.clone(), config.clone());
+            let loaded = tokio::task::spawn_blocking(move || Engine::load(&path, config))
+                .await
+                .map_err(|e| failed(e.to_string()))?
+                .map_err(|e| failed(e.to_string()))?;
+            if loaded.info.prm.is_none() {
+                return Err(failed("it has no ponder.prm.step_tag metadata".into()));
+            }
+            Ok(Arc::new(loaded))
+        })
+        .await
+    }
 }
 
 impl std::fmt::Debug for Engine {
@@ -223,7 +273,30 @@ impl Engine {
                 reason: "it has no ponder.prm.step_tag metadata".into(),
             });
         }
-        self.reward_model = Some(prm);
+        self.reward_model = Some(RewardModel::Loaded(prm));
+        Ok(self)
+    }
+
+    /// Serves [`Backend::rewards`] from the PRM file at `path`, loaded with `config` on the
+    /// first reward request. The file's header is checked now: a missing, truncated or non-GGUF
+    /// file, or one without Ponder's PRM metadata, is an error here, not at the first request.
+    pub fn with_reward_model_file(
+        mut self,
+        path: &Path,
+        config: EngineConfig,
+    ) -> Result<Engine, EngineError> {
+        let header = crate::gguf::read_header(path)?;
+        if header.get_str("ponder.prm.step_tag").is_none() {
+            return Err(EngineError::NotPrm {
+                path: path.display().to_string(),
+                reason: "it has no ponder.prm.step_tag metadata".into(),
+            });
+        }
+        self.reward_model = Some(RewardModel::Lazy {
+            path: path.to_path_buf(),
+            config,
+            engine: tokio::sync::OnceCell::new(),
+        });
         Ok(self)
     }
 
@@ -236,9 +309,13 @@ impl Engine {
         self.counters.snapshot()
     }
 
-    /// Counters of the attached reward model, if any.
+    /// Counters of the attached reward model, if any is loaded (a lazily attached one is
+    /// loaded by the first reward request).
     pub fn reward_stats(&self) -> Option<EngineStats> {
-        self.reward_model.as_ref().map(|m| m.stats())
+        self.reward_model
+            .as_ref()
+            .and_then(RewardModel::loaded)
+            .map(|m| m.stats())
     }
 
     fn send(&self, cmd: Command) -> Result<(), BackendError> {
@@ -314,7 +391,7 @@ impl Backend for Engine {
     ) -> BoxFuture<'_, Result<Vec<RewardResponse>, BackendError>> {
         Box::pin(async move {
             match (&self.reward_model, &self.info.prm) {
-                (Some(prm), _) => prm.own_rewards(requests).await,
+                (Some(prm), _) => prm.get(&self.name).await?.own_rewards(requests).await,
                 (None, Some(_)) => self.own_rewards(requests).await,
                 (None, None) => Err(BackendError::Unsupported {
                     backend: self.name.clone(),

@@ -388,6 +388,60 @@ fn process_rewards_are_incremental() {
 }
 
 #[test]
+fn a_reward_model_file_loads_on_the_first_reward_request() {
+    let prm = tiny("lazy-prm", true);
+    let policy_path = tiny("lazy-policy", false);
+    let e = engine(&policy_path)
+        .with_reward_model_file(&prm, EngineConfig::default())
+        .expect("a PRM file");
+    assert!(e.capabilities().process_rewards);
+    assert_eq!(
+        e.reward_stats(),
+        None,
+        "nothing is loaded before a reward request"
+    );
+    let request = || {
+        vec![RewardRequest {
+            question: "q".into(),
+            steps: vec![
+                "Step 1: add 1 + 1 = 2.".into(),
+                "Step 2: add 2 + 2 = 4.".into(),
+            ],
+        }]
+    };
+    let rt = runtime();
+    let lazy = rt.block_on(e.rewards(request())).expect("rewards");
+    let stats = e.reward_stats().expect("loaded by the request");
+    assert!(stats.reward_tokens_decoded > 0);
+    // The same rewards as the PRM loaded up front.
+    let eager = rt
+        .block_on(engine(&prm).rewards(request()))
+        .expect("rewards");
+    assert_eq!(lazy[0].step_rewards, eager[0].step_rewards);
+    // A second request uses the loaded engine (its counters keep growing).
+    rt.block_on(e.rewards(request())).expect("rewards");
+    assert!(e.reward_stats().expect("loaded").reward_tokens >= 2 * stats.reward_tokens);
+
+    // The file is checked when the engine is built, not at the first request.
+    let not_prm = engine(&policy_path)
+        .with_reward_model_file(&policy_path, EngineConfig::default())
+        .expect_err("a policy is not a PRM")
+        .to_string();
+    assert!(
+        not_prm.contains("ponder.prm.step_tag") && not_prm.contains("tiny.gguf"),
+        "{not_prm}"
+    );
+    let missing = engine(&policy_path)
+        .with_reward_model_file(
+            &temp_dir("lazy-missing").join("prm.gguf"),
+            EngineConfig::default(),
+        )
+        .expect_err("missing")
+        .to_string();
+    assert!(missing.contains("does not exist"), "{missing}");
+}
+
+#[test]
 fn bad_files_give_clear_errors() {
     let dir = temp_dir("bad");
     let err = |p: &Path| {
