@@ -907,7 +907,8 @@ impl Worker {
         a.utf8
             .extend_from_slice(&self.runner.token_bytes(s.token, false));
         let text = take_utf8(&mut a.utf8);
-        let scan = if a.generated <= a.min_tokens {
+        // As vLLM: stop strings count once the output has `min_tokens` tokens.
+        let scan = if a.generated < a.min_tokens {
             ponder_core::StopScan {
                 emit: text,
                 matched: None,

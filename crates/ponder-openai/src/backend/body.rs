@@ -54,6 +54,8 @@ pub(crate) struct Plan {
     pub server_stops: Vec<String>,
     /// Stop strings matched client-side (those beyond `max_stop_strings`).
     pub client_stops: Vec<String>,
+    /// The request's `min_tokens` (0 when unset): client-side stops wait for it too.
+    pub min_tokens: u32,
 }
 
 /// Checks the request against the configuration and splits its stop strings.
@@ -110,6 +112,7 @@ pub(crate) fn plan(
         route,
         server_stops: stops[..keep].to_vec(),
         client_stops: stops[keep..].to_vec(),
+        min_tokens: request.params.min_tokens.unwrap_or(0),
     })
 }
 

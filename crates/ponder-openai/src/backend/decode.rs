@@ -38,6 +38,9 @@ struct ChoiceState {
     finished: bool,
     /// Client-side stop strings of this choice (`None` when there are none).
     matcher: Option<StopMatcher>,
+    /// Completion tokens seen so far (from the logprob records, else one per non-empty delta:
+    /// servers stream a delta per decoding step).
+    tokens: u32,
 }
 
 /// Decodes the payloads of one upstream response.
@@ -48,15 +51,25 @@ pub(crate) struct ChunkDecoder {
     index_base: u32,
     choices: Vec<ChoiceState>,
     stopped_client_side: bool,
+    /// The request's `min_tokens`: as the server does for its own stop strings (vLLM checks
+    /// them once the output has `min_tokens` tokens), no client-side stop ends a choice earlier.
+    min_tokens: u32,
 }
 
 impl ChunkDecoder {
-    pub(crate) fn new(route: Route, n: u32, client_stops: &[String], index_base: u32) -> Self {
+    pub(crate) fn new(
+        route: Route,
+        n: u32,
+        client_stops: &[String],
+        min_tokens: u32,
+        index_base: u32,
+    ) -> Self {
         let choices = (0..n)
             .map(|_| ChoiceState {
                 finished: false,
                 matcher: (!client_stops.is_empty())
                     .then(|| StopMatcher::new(client_stops.to_vec())),
+                tokens: 0,
             })
             .collect();
         ChunkDecoder {
@@ -64,6 +77,7 @@ impl ChunkDecoder {
             index_base,
             choices,
             stopped_client_side: false,
+            min_tokens,
         }
     }
 
@@ -246,8 +260,12 @@ impl ChunkDecoder {
         };
         let index = self.index_base + i as u32;
         let state = &mut self.choices[i];
+        state.tokens = state.tokens.saturating_add(token_count);
         let (text, matched) = match &mut state.matcher {
             None => (text, None),
+            // Before `min_tokens` the text passes unscanned, as the server treats its stops
+            // (unlike vLLM, a stop string that straddles that boundary is not found).
+            Some(_) if state.tokens < self.min_tokens => (text, None),
             Some(m) => {
                 let scan = m.push(&text);
                 (scan.emit, scan.matched)
@@ -349,7 +367,7 @@ mod tests {
         pieces: &[&str],
     ) -> (Vec<StreamEvent>, Result<Flow, DecodeError>) {
         let stops: Vec<String> = stops.iter().map(|s| s.to_string()).collect();
-        let mut decoder = ChunkDecoder::new(route, n, &stops, 0);
+        let mut decoder = ChunkDecoder::new(route, n, &stops, 0, 0);
         let mut sse = SseParser::new();
         let mut out = VecDeque::new();
         let mut flow = Ok(Flow::Continue);
@@ -398,6 +416,59 @@ mod tests {
     const USAGE_CHUNK: &str = "data: {\"id\":\"chatcmpl-x\",\"object\":\"chat.completion.chunk\",\
         \"created\":1,\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":12,\
         \"completion_tokens\":5,\"total_tokens\":17,\"prompt_tokens_details\":{\"cached_tokens\":8}}}\n\n";
+
+    #[test]
+    fn client_stops_wait_for_min_tokens() {
+        // One token per delta: "a", "\n", "b", "\n", "c". With min_tokens 3 the first newline
+        // (token 2) is text; the second (token 4) ends the choice, as the server's own stops would.
+        let stream = |min_tokens: u32| {
+            let mut decoder = ChunkDecoder::new(Route::Chat, 1, &["\n".to_string()], min_tokens, 0);
+            let mut sse = SseParser::new();
+            let mut out = VecDeque::new();
+            for piece in ["a", "\n", "b", "\n", "c"] {
+                sse.feed(chat(0, piece, None).as_bytes());
+                while let Some(ev) = sse.next_event() {
+                    decoder.feed(ev, &mut out).expect("decodes");
+                }
+            }
+            decoder.finish_unfinished(FinishReason::Error, &mut out);
+            let text: String = out
+                .iter()
+                .filter_map(|e| match e {
+                    StreamEvent::Delta { text, .. } => Some(text.as_str()),
+                    _ => None,
+                })
+                .collect();
+            let reason = out.iter().find_map(|e| match e {
+                StreamEvent::Finished { reason, stop, .. } => Some((*reason, stop.clone())),
+                _ => None,
+            });
+            (text, reason)
+        };
+        assert_eq!(
+            stream(0),
+            (
+                "a".to_string(),
+                Some((FinishReason::Stop, Some("\n".to_string())))
+            )
+        );
+        assert_eq!(
+            stream(3),
+            (
+                "a\nb".to_string(),
+                Some((FinishReason::Stop, Some("\n".to_string())))
+            )
+        );
+        // The boundary is vLLM's: a stop in token number `min_tokens` counts.
+        assert_eq!(
+            stream(2),
+            (
+                "a".to_string(),
+                Some((FinishReason::Stop, Some("\n".to_string())))
+            )
+        );
+        assert_eq!(stream(9).0, "a\nb\nc");
+    }
 
     #[test]
     fn chat_n3_interleaved_with_usage_only_final_chunk() {
@@ -658,7 +729,7 @@ mod tests {
             "choices":[{"index":0,"message":{"role":"assistant","content":"four"},
             "logprobs":null,"finish_reason":"stop"}],
             "usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
-        let mut decoder = ChunkDecoder::new(Route::Chat, 1, &[], 0);
+        let mut decoder = ChunkDecoder::new(Route::Chat, 1, &[], 0, 0);
         let mut out = VecDeque::new();
         decoder.feed_whole(body, &mut out).expect("decodes");
         assert_eq!(
@@ -682,7 +753,7 @@ mod tests {
 
     #[test]
     fn split_choices_are_renumbered() {
-        let mut decoder = ChunkDecoder::new(Route::Chat, 1, &[], 5);
+        let mut decoder = ChunkDecoder::new(Route::Chat, 1, &[], 0, 5);
         let mut sse = SseParser::new();
         let mut out = VecDeque::new();
         sse.feed(chat(0, "x", Some("stop")).as_bytes());

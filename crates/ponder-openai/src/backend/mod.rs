@@ -325,7 +325,13 @@ impl Inner {
                 let url = format!("{}{}", lease.url(), plan.route.path());
                 let name = lease.name().clone();
                 let resp = self.sender.post(&url, &name, body, true, deadline).await?;
-                let decoder = ChunkDecoder::new(plan.route, n, &plan.client_stops, index_base);
+                let decoder = ChunkDecoder::new(
+                    plan.route,
+                    n,
+                    &plan.client_stops,
+                    plan.min_tokens,
+                    index_base,
+                );
                 let mut upstream = Upstream::new(resp, decoder, lease, &self.sender, deadline);
                 match upstream.next().await {
                     Some(Ok(first)) => Ok((Some(first), upstream)),
