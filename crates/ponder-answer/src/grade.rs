@@ -170,6 +170,27 @@ pub fn grade(gold: &str, prediction: &str, options: &GradeOptions) -> Grade {
     }
 }
 
+/// Whether an already extracted `answer` is right for `gold`: the comparison of [`grade`] with
+/// default options (gold extracted when it is a solution text, `p%` may match `p/100`, 200 ms
+/// budget), without extracting from `answer` again. An evaluation's `correct` means this; the
+/// lighter `equivalent` (clustering options) is for grouping votes.
+pub fn is_correct(gold: &str, answer: &str) -> bool {
+    static OPTIONS: std::sync::OnceLock<GradeOptions> = std::sync::OnceLock::new();
+    let options = OPTIONS.get_or_init(GradeOptions::default);
+    let (Some(g), Some(a)) = (
+        extract_answer(gold, &options.extract).or_else(|| whole(gold)),
+        whole(answer),
+    ) else {
+        return false;
+    };
+    compare_prepared(
+        &Prepared::new(&g.answer, options),
+        &Prepared::new(&a.answer, options),
+        options,
+    )
+    .is_equivalent()
+}
+
 /// A prediction in which extraction found nothing is used whole when it is one short line
 /// (`Evelyn`, `yes`).
 fn short_answer(text: &str) -> Option<Extracted> {
@@ -1210,6 +1231,21 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
+
+    #[test]
+    fn is_correct_uses_the_grading_rules_not_the_clustering_ones() {
+        // A percentage may answer its fraction (grading), though votes keep them apart.
+        assert!(is_correct("25\\%", "0.25"));
+        assert!(!crate::equivalent("25\\%", "0.25"));
+        // A gold that is a whole solution has its answer extracted.
+        assert!(is_correct("so the total is \\boxed{\\frac{1}{2}}.", "0.5"));
+        assert!(is_correct("72", "72"));
+        assert!(!is_correct("72", "73"));
+        // The answer is compared as given, never extracted again, and odd text is just wrong.
+        assert!(!is_correct("7", ""));
+        assert!(!is_correct("", "7"));
+        assert!(!is_correct("7", "\\boxed{"));
+    }
 
     fn verdict_of(gold: &str, pred: &str) -> Verdict {
         grade(gold, pred, &GradeOptions::default()).verdict

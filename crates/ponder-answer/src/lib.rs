@@ -17,5 +17,5 @@ pub use extract::{
     extract_answer, extract_with, last_boxed, ExtractOptions, ExtractSettings, Extracted,
     Extractor, Method,
 };
-pub use grade::{grade, Form, Grade, GradeOptions, Verdict};
+pub use grade::{grade, is_correct, Form, Grade, GradeOptions, Verdict};
 pub use vote::{vote, Cluster, TieBreak, Vote, VoteOptions};

@@ -6,7 +6,7 @@
 //! `candidates[].answer`, `candidates[].score` and `correct`; every other field has a default
 //! so that older or hand-written files still read.
 
-use ponder_answer::{equivalent, extract_answer, ExtractOptions};
+use ponder_answer::{extract_answer, is_correct, ExtractOptions};
 use ponder_core::{RunCost, StrategyResult};
 use serde::{Deserialize, Serialize};
 
@@ -87,7 +87,7 @@ pub struct Record {
     /// Index into `candidates` of the chosen one.
     #[serde(default)]
     pub selected: Option<usize>,
-    /// Whether `answer` is equivalent to `gold` (`ponder_answer::equivalent`).
+    /// Whether `answer` is right for `gold` (`ponder_answer::is_correct`: the grading rules).
     #[serde(default)]
     pub correct: bool,
     #[serde(default)]
@@ -127,7 +127,7 @@ impl Record {
                     .clone()
                     .or_else(|| extract_answer(&c.text, extract).map(|e| e.answer));
                 RecordCandidate {
-                    correct: Some(answer.as_deref().is_some_and(|a| equivalent(gold, a))),
+                    correct: Some(answer.as_deref().is_some_and(|a| is_correct(gold, a))),
                     text: c.text.clone(),
                     answer,
                     votes: c.votes,
@@ -144,7 +144,7 @@ impl Record {
             gold: gold.clone(),
             question: problem.question.clone(),
             candidates,
-            correct: answer.as_deref().is_some_and(|a| equivalent(gold, a)),
+            correct: answer.as_deref().is_some_and(|a| is_correct(gold, a)),
             answer,
             selected: result.outcome.selected,
             usage: RecordUsage::from(&result.cost),
@@ -180,7 +180,7 @@ impl Record {
             Some(c) => c.correct.unwrap_or_else(|| {
                 c.answer
                     .as_deref()
-                    .is_some_and(|a| equivalent(&self.gold, a))
+                    .is_some_and(|a| is_correct(&self.gold, a))
             }),
             None => false,
         }

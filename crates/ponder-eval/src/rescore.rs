@@ -18,7 +18,7 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use ponder_answer::{equivalent, extract_answer, vote, ExtractOptions, TieBreak, VoteOptions};
+use ponder_answer::{extract_answer, is_correct, vote, ExtractOptions, TieBreak, VoteOptions};
 use ponder_core::SeededRng;
 use serde::{Deserialize, Serialize};
 
@@ -230,7 +230,7 @@ fn judge(set: &SampleSet, extract: &ExtractOptions) -> Judged {
         .collect();
     let correct = answers
         .iter()
-        .map(|a| a.as_deref().is_some_and(|a| equivalent(&gold, a)))
+        .map(|a| a.as_deref().is_some_and(|a| is_correct(&gold, a)))
         .collect();
     Judged { answers, correct }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use ponder_answer::equivalent;
+use ponder_answer::{equivalent, is_correct};
 use serde::{Deserialize, Serialize};
 
 use crate::record::Record;
@@ -173,7 +173,7 @@ fn winner_correct(clusters: &mut [(&str, usize, Option<bool>)], gold: &str) -> b
     match best {
         Some(b) => {
             let c = &mut clusters[b];
-            *c.2.get_or_insert_with(|| equivalent(gold, c.0))
+            *c.2.get_or_insert_with(|| is_correct(gold, c.0))
         }
         None => false,
     }
