@@ -20,6 +20,7 @@ use crate::scoring::{
     Uncertainty,
 };
 use crate::self_consistency::{DEFAULT_SYSTEM_PROMPT, MAX_N};
+use crate::step::scorer::{estimate_tokens, map_rewards, prm_kept_from, PRM_FRAME_OVERHEAD_TOKENS};
 
 /// What scores a trace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -116,6 +117,14 @@ pub struct BestOfNConfig {
     pub system_prompt: String,
     #[serde(default = "default_true")]
     pub last_number_fallback: bool,
+    /// PRM input budget in tokens (§2.5.4): longer traces lose their leading steps, which stay
+    /// unscored and out of the aggregation. Default: 4000.
+    #[serde(default = "default_prm_max_tokens")]
+    pub prm_max_tokens: u64,
+}
+
+fn default_prm_max_tokens() -> u64 {
+    crate::step::scorer::DEFAULT_PRM_MAX_TOKENS
 }
 
 fn default_n() -> u32 {
@@ -210,6 +219,13 @@ const PARAMS: &[ParamSpec] = &[
         default: "true",
         description: "use the last number when no answer marker is found",
     },
+    ParamSpec {
+        name: "prm_max_tokens",
+        default: "4000",
+        description: "prm: input budget in tokens (≥ 1); leading steps that do not fit are not \
+                      sent and stay out of the aggregation (tokens estimated as UTF-8 bytes / 3, \
+                      rounded up)",
+    },
 ];
 
 /// Builds [`BestOfN`].
@@ -252,6 +268,9 @@ impl StrategyFactory for BestOfNFactory {
         }
         if config.scoring_window == Some(0) {
             return Err(invalid("scoring_window", "must be at least 1".into()));
+        }
+        if config.prm_max_tokens == 0 {
+            return Err(invalid("prm_max_tokens", "must be at least 1".into()));
         }
         let logprobs = needed == Some(Capability::Logprobs);
         if logprobs {
@@ -332,6 +351,7 @@ impl Strategy for BestOfN {
                 traces.iter().map(|c| split_steps(&c.text)).collect();
 
             // Step scores per trace.
+            let mut prm_truncated = 0usize;
             let step_scores: Vec<Vec<Option<f64>>> = match self.config.scorer {
                 Scorer::Prm | Scorer::Orm => {
                     let q = question(&input.messages);
@@ -347,18 +367,31 @@ impl Strategy for BestOfN {
                             },
                         })
                         .collect();
-                    // Traces without steps are not sent; they stay unscored.
-                    let (sent, idx): (Vec<RewardRequest>, Vec<usize>) = requests
-                        .into_iter()
-                        .enumerate()
-                        .filter(|(_, r)| !r.steps.iter().all(|s| s.is_empty()))
-                        .map(|(i, r)| (r, i))
-                        .unzip();
+                    // Traces without steps are not sent; they stay unscored. Each input is
+                    // tail-truncated to the PRM context (§2.5.4): the steps not sent are `None`.
+                    let frame = estimate_tokens(&q) + PRM_FRAME_OVERHEAD_TOKENS;
+                    let mut sent = Vec::new();
+                    let mut idx = Vec::new();
+                    for (i, mut r) in requests.into_iter().enumerate() {
+                        if r.steps.iter().all(|s| s.is_empty()) {
+                            continue;
+                        }
+                        let total = r.steps.len();
+                        let dropped = prm_kept_from(&r.steps, frame, self.config.prm_max_tokens);
+                        r.steps.drain(..dropped);
+                        if dropped > 0 {
+                            prm_truncated += 1;
+                        }
+                        sent.push(r);
+                        idx.push((i, total, dropped));
+                    }
                     let mut scores = vec![Vec::new(); traces.len()];
                     if !sent.is_empty() {
                         let replies = backend.rewards(sent).await?;
-                        for (i, reply) in idx.into_iter().zip(replies) {
-                            scores[i] = reply.step_rewards.into_iter().map(Some).collect();
+                        for ((i, total, dropped), reply) in idx.into_iter().zip(replies) {
+                            // A reply without one row per step sent is rejected (§2.5.2).
+                            scores[i] = map_rewards(total, dropped, &reply.step_rewards)
+                                .unwrap_or_default();
                         }
                     }
                     scores
@@ -469,6 +502,9 @@ impl Strategy for BestOfN {
             if let Some(d) = distribution {
                 details["distribution"] = serde_json::Value::Array(d);
             }
+            if prm_truncated > 0 {
+                details["prm_truncated"] = prm_truncated.into();
+            }
             Ok(StrategyOutcome {
                 answer,
                 selected,
@@ -574,6 +610,57 @@ mod tests {
         run_strategy(s.as_ref(), backend, &input)
             .await
             .expect("runs")
+    }
+
+    #[tokio::test]
+    async fn prm_inputs_are_tail_truncated_to_prm_max_tokens() {
+        // Frame: "Q?" (1 token) + 64 = 65. Steps cost bytes/3 rounded up, + 1 for the tag:
+        // "wrong a" 4, "a" 2, "b" 2, "so \boxed{N}" (12 bytes) 5. prm_max_tokens 82 leaves
+        // 82 − 65 − 10 = 7: the last two steps of each trace (7) are sent, the first is not.
+        let texts = vec!["wrong a\nb\nso \\boxed{1}", "a\nb\nso \\boxed{2}"];
+        let full = run(
+            Arc::new(Fixed {
+                texts: texts.clone(),
+                rewards: Mutex::default(),
+            }),
+            &[("n", 2.into()), ("score_aggregation", "min".into())],
+        )
+        .await;
+        // Whole traces: trace 0's first step (0.1) sinks it.
+        assert_eq!(full.outcome.selected, Some(1));
+        assert!(full.outcome.details.get("prm_truncated").is_none());
+
+        let b = Arc::new(Fixed {
+            texts,
+            rewards: Mutex::default(),
+        });
+        let cut = run(
+            b.clone(),
+            &[
+                ("n", 2.into()),
+                ("score_aggregation", "min".into()),
+                ("prm_max_tokens", 82.into()),
+            ],
+        )
+        .await;
+        let sent = b.rewards.lock().expect("lock").clone();
+        assert_eq!(sent[0].steps, vec!["b", "so \\boxed{1}"]);
+        assert_eq!(sent[1].steps, vec!["b", "so \\boxed{2}"]);
+        // The dropped steps are unscored and left out of the minimum: a tie, the first wins.
+        assert_eq!(
+            cut.outcome.details["step_scores"][0],
+            serde_json::json!([null, 0.9, 0.9])
+        );
+        assert_eq!(cut.outcome.details["prm_truncated"], 2);
+        assert_eq!(cut.outcome.selected, Some(0));
+
+        let caps = b.capabilities();
+        let err = BestOfNFactory
+            .build(&params(&[("prm_max_tokens", 0.into())]), "fixed", &caps)
+            .err()
+            .expect("rejected")
+            .to_string();
+        assert!(err.contains("prm_max_tokens"), "{err}");
     }
 
     #[tokio::test]
