@@ -20,7 +20,7 @@ use crate::scoring::{
     Uncertainty,
 };
 use crate::self_consistency::{DEFAULT_SYSTEM_PROMPT, MAX_N};
-use crate::step::scorer::{estimate_tokens, map_rewards, prm_kept_from, PRM_FRAME_OVERHEAD_TOKENS};
+use crate::step::scorer::{map_rewards, truncate_prm_request};
 
 /// What scores a trace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -369,7 +369,6 @@ impl Strategy for BestOfN {
                         .collect();
                     // Traces without steps are not sent; they stay unscored. Each input is
                     // tail-truncated to the PRM context (§2.5.4): the steps not sent are `None`.
-                    let frame = estimate_tokens(&q) + PRM_FRAME_OVERHEAD_TOKENS;
                     let mut sent = Vec::new();
                     let mut idx = Vec::new();
                     for (i, mut r) in requests.into_iter().enumerate() {
@@ -377,8 +376,7 @@ impl Strategy for BestOfN {
                             continue;
                         }
                         let total = r.steps.len();
-                        let dropped = prm_kept_from(&r.steps, frame, self.config.prm_max_tokens);
-                        r.steps.drain(..dropped);
+                        let dropped = truncate_prm_request(&mut r, self.config.prm_max_tokens);
                         if dropped > 0 {
                             prm_truncated += 1;
                         }

@@ -169,6 +169,16 @@ pub fn prm_kept_from(steps: &[String], frame_tokens: u64, max_tokens: u64) -> us
     first
 }
 
+/// Tail-truncates a PRM request in place to `max_tokens` (§2.5.4): the frame is its question
+/// plus [`PRM_FRAME_OVERHEAD_TOKENS`], then [`prm_kept_from`] decides. Returns how many leading
+/// steps were dropped (give it to [`map_rewards`] with the step count from before).
+pub fn truncate_prm_request(request: &mut RewardRequest, max_tokens: u64) -> usize {
+    let frame = estimate_tokens(&request.question) + PRM_FRAME_OVERHEAD_TOKENS;
+    let dropped = prm_kept_from(&request.steps, frame, max_tokens);
+    request.steps.drain(..dropped);
+    dropped
+}
+
 /// The per-step rewards of a trajectory of `total` steps whose first `dropped` were not sent:
 /// `None` for those, then the PRM's rewards in order (non-finite ones `None`). `None` when the
 /// reply does not have one row per step sent (§2.5.2: rejected).
@@ -421,7 +431,6 @@ impl StepScorer {
             None => {
                 // Empty candidates are not sent; they stay unscored. Each input is
                 // tail-truncated to the PRM context.
-                let frame = estimate_tokens(&self.question) + PRM_FRAME_OVERHEAD_TOKENS;
                 let mut sent = Vec::new();
                 let mut requests = Vec::new();
                 for (i, item) in items.iter().enumerate() {
@@ -438,17 +447,17 @@ impl StepScorer {
                     steps.push(step);
                     steps.extend(item.lookahead.iter().filter(|s| !s.is_empty()).cloned());
                     let total = steps.len();
-                    let dropped = prm_kept_from(&steps, frame, self.prm_max_tokens);
+                    let mut request = RewardRequest {
+                        question: self.question.clone(),
+                        steps,
+                    };
+                    let dropped = truncate_prm_request(&mut request, self.prm_max_tokens);
                     if dropped > 0 {
-                        steps.drain(..dropped);
                         call.prm_truncated += 1;
                         call.prm_dropped_steps[i] = dropped;
                     }
                     sent.push((i, total, dropped));
-                    requests.push(RewardRequest {
-                        question: self.question.clone(),
-                        steps,
-                    });
+                    requests.push(request);
                 }
                 if !requests.is_empty() {
                     let replies = backend.rewards(requests).await?;
