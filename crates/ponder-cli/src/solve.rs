@@ -114,9 +114,11 @@ pub(crate) fn resolve_flags(args: &RunFlags) -> anyhow::Result<Resolved> {
     }
     let mut engine = None;
     if backend.endpoints.is_empty() {
-        let mut models = engine_models(&backend.model, args.prm.as_deref())?;
-        models.threads = args.threads;
-        engine = Some(models);
+        engine = Some(engine_models(
+            &backend.model,
+            args.prm.as_deref(),
+            args.threads,
+        )?);
     } else if let Some(prm) = &args.prm {
         bail!(
             "--prm {} needs the embedded engine: pass a GGUF file as --model and no --backend",
@@ -185,7 +187,11 @@ fn bundled_models_dir() -> Option<PathBuf> {
 
 /// Which models the engine runs, when no backend is configured: `--model` if it names a GGUF
 /// file, else the bundled policy (and the bundled PRM).
-fn engine_models(model: &str, prm: Option<&Path>) -> anyhow::Result<EngineModels> {
+fn engine_models(
+    model: &str,
+    prm: Option<&Path>,
+    threads: Option<u32>,
+) -> anyhow::Result<EngineModels> {
     if !model.is_empty() {
         let path = PathBuf::from(model);
         if !(model.ends_with(".gguf") || path.is_file()) {
@@ -197,7 +203,7 @@ fn engine_models(model: &str, prm: Option<&Path>) -> anyhow::Result<EngineModels
         return Ok(EngineModels {
             model: path,
             prm: prm.map(Path::to_path_buf),
-            threads: None,
+            threads,
         });
     }
     let Some(dir) = bundled_models_dir() else {
@@ -213,7 +219,7 @@ fn engine_models(model: &str, prm: Option<&Path>) -> anyhow::Result<EngineModels
         prm: prm
             .map(Path::to_path_buf)
             .or_else(|| bundled_prm.is_file().then_some(bundled_prm)),
-        threads: None,
+        threads,
     })
 }
 
