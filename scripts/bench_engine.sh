@@ -6,8 +6,8 @@
 # server's /metrics.
 #
 #   LLAMA_SERVER=/path/to/llama-server scripts/bench_engine.sh [OUT_DIR]
-#   (env: MODEL=model.gguf, else a random-weight model is written; PROBLEMS=20 SEED=1
-#    MAX_TOKENS=128 STEP_TOKENS=32 STEPS=4 THREADS=2)
+#   (env: MODEL=model.gguf, else a random-weight model with Qwen2.5-0.5B's layer shape is written;
+#    PROBLEMS=20 SEED=1 MAX_TOKENS=256 STEP_TOKENS=48 STEPS=12 THREADS=2)
 #
 # llama-server is not built by the workspace (llama-cpp-sys-2 vendors llama.cpp without the
 # server sources); docs/benchmarks.md §7 says where the one measured came from.
@@ -16,9 +16,9 @@ cd "$(dirname "$0")/.."
 OUT=${1:-target/bench-engine}
 PROBLEMS=${PROBLEMS:-20}
 SEED=${SEED:-1}
-MAX_TOKENS=${MAX_TOKENS:-128}
-STEP_TOKENS=${STEP_TOKENS:-32}
-STEPS=${STEPS:-4}
+MAX_TOKENS=${MAX_TOKENS:-256}
+STEP_TOKENS=${STEP_TOKENS:-48}
+STEPS=${STEPS:-12}
 THREADS=${THREADS:-2}
 LLAMA_SERVER=${LLAMA_SERVER:?set LLAMA_SERVER to a llama-server binary}
 
@@ -26,9 +26,11 @@ cargo build --release -q -p ponder-cli -p ponder-engine --example tiny_model
 PONDER=target/release/ponder
 mkdir -p "$OUT"
 if [ -z "${MODEL:-}" ]; then
+  # Qwen2.5-0.5B's layers (width 896, 14 query heads of 64, 2 KV heads, FFN 4864), f16, but 2 of
+  # its 24 layers and Ponder's byte vocabulary, so that four runs fit in half an hour on 2 cores.
   MODEL=$OUT/random.gguf
-  target/release/examples/tiny_model "$MODEL" --embd 512 --layers 8 --heads 8 --kv-heads 4 \
-    --ff 1536 --ctx 2048 --seed 3 | tee "$OUT/model.txt"
+  target/release/examples/tiny_model "$MODEL" --embd 896 --layers 2 --heads 14 --kv-heads 2 \
+    --ff 4864 --ctx 2048 --seed 3 --f16 | tee "$OUT/model.txt"
 fi
 
 SC=(--strategy self-consistency --set n=16 --set "max_tokens=$MAX_TOKENS" --set temperature=1.0)

@@ -1,7 +1,7 @@
 //! Writes a random-weight Llama GGUF with Ponder's byte-level vocabulary, for benchmarks.
 //!
 //! `cargo run --release -p ponder-engine --example tiny_model -- OUT.gguf [--embd 64]
-//! [--layers 2] [--heads 4] [--kv-heads 2] [--ff 128] [--ctx 1024] [--seed 0] [--prm]`
+//! [--layers 2] [--heads 4] [--kv-heads 2] [--ff 128] [--ctx 1024] [--seed 0] [--prm] [--f16]`
 
 use std::path::PathBuf;
 
@@ -28,6 +28,7 @@ fn main() {
             "--ctx" => model.n_ctx = num("--ctx") as u32,
             "--seed" => model.seed = num("--seed"),
             "--prm" => model.prm = true,
+            "--f16" => model.f16 = true,
             other if other.starts_with("--") => fail(&format!("unknown flag {other}")),
             path => out = Some(PathBuf::from(path)),
         }

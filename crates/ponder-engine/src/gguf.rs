@@ -432,6 +432,19 @@ impl GgufWriter {
         self
     }
 
+    /// Adds an f16 tensor, converting each value with [`f32_to_f16`]. `dims` as for
+    /// [`GgufWriter::add_f32`].
+    pub fn add_f16(&mut self, name: &str, dims: &[u64], data: &[f32]) -> &mut Self {
+        assert_eq!(dims.iter().product::<u64>(), data.len() as u64, "{name}");
+        let bytes = data
+            .iter()
+            .flat_map(|&x| f32_to_f16(x).to_le_bytes())
+            .collect();
+        self.tensors
+            .push((name.to_string(), dims.to_vec(), TensorType::F16, bytes));
+        self
+    }
+
     /// Writes the file.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         let mut out = Vec::new();
@@ -468,6 +481,41 @@ impl GgufWriter {
         file.write_all(&out)?;
         file.sync_all()
     }
+}
+
+/// IEEE 754 binary16 bits of `x`, rounded to nearest, ties to even; overflow gives infinity,
+/// values below the smallest subnormal give (signed) zero, NaN stays NaN.
+pub fn f32_to_f16(x: f32) -> u16 {
+    let bits = x.to_bits();
+    let sign = ((bits >> 16) & 0x8000) as u16;
+    let exp = ((bits >> 23) & 0xff) as i32;
+    let man = bits & 0x7f_ffff;
+    if exp == 0xff {
+        return sign | 0x7c00 | if man != 0 { 0x200 } else { 0 };
+    }
+    // Unbiased exponent, then rebiased for binary16 (bias 15).
+    let e = exp - 127 + 15;
+    if e >= 0x1f {
+        return sign | 0x7c00;
+    }
+    if e <= 0 {
+        // Subnormal (or zero) in binary16: shift the mantissa with its implicit 1 into place.
+        if e < -10 {
+            return sign;
+        }
+        let full = man | 0x80_0000;
+        let shift = (14 - e) as u32;
+        let half = full >> shift;
+        let rest = full & ((1 << shift) - 1);
+        let midpoint = 1 << (shift - 1);
+        let round = rest > midpoint || (rest == midpoint && half & 1 == 1);
+        return sign | (half + u32::from(round)) as u16;
+    }
+    let half = ((e as u32) << 10) | (man >> 13);
+    let rest = man & 0x1fff;
+    let round = rest > 0x1000 || (rest == 0x1000 && half & 1 == 1);
+    // A carry out of the mantissa bumps the exponent, up to infinity: the bit layout does it.
+    sign | (half + u32::from(round)) as u16
 }
 
 fn pad(out: &mut Vec<u8>) {
@@ -519,21 +567,62 @@ mod tests {
                 Value::Array(vec![Value::String("a".into()), Value::String("b".into())]),
             )
             .add_f32("w", &[3, 2], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
-            .add_f32("v", &[5], &[0.5; 5]);
+            .add_f32("v", &[5], &[0.5; 5])
+            .add_f16("h", &[4], &[1.0, -2.0, 0.5, 0.1]);
         w.write(&path).expect("test setup");
         path
     }
 
     #[test]
+    fn f16_conversion_rounds_to_nearest_even() {
+        let cases: [(f32, u16); 16] = [
+            (1.0, 0x3c00),
+            (-2.0, 0xc000),
+            (0.5, 0x3800),
+            (0.1, 0x2e66),
+            (-0.0, 0x8000),
+            (65504.0, 0x7bff),
+            // Halfway between 65504 and 65536: ties to even, which is infinity.
+            (65520.0, 0x7c00),
+            // 1 + 2^-11 lies halfway between 1 and 1 + 2^-10: the even one is 1.
+            (1.0 + 2f32.powi(-11), 0x3c00),
+            // 1 + 3·2^-11 lies halfway between 0x3c01 and 0x3c02: the even one is 0x3c02.
+            (1.0 + 3.0 * 2f32.powi(-11), 0x3c02),
+            (2f32.powi(-14), 0x0400),
+            (2f32.powi(-15), 0x0200),
+            (2f32.powi(-24), 0x0001),
+            (2f32.powi(-25), 0x0000),
+            (3.0 * 2f32.powi(-26), 0x0001),
+            (f32::INFINITY, 0x7c00),
+            (f32::NEG_INFINITY, 0xfc00),
+        ];
+        for (x, want) in cases {
+            assert_eq!(f32_to_f16(x), want, "{x:e}");
+        }
+        assert_eq!(f32_to_f16(f32::NAN) & 0x7c00, 0x7c00);
+        assert_ne!(f32_to_f16(f32::NAN) & 0x3ff, 0, "NaN stays NaN");
+    }
+
+    #[test]
     fn writes_and_reads_back() {
         let dir = tempdir();
-        let h = read_header(&sample(&dir)).expect("test setup");
+        let path = sample(&dir);
+        let h = read_header(&path).expect("test setup");
         assert_eq!(h.version, 3);
         assert_eq!(h.architecture(), Some("llama"));
         assert_eq!(h.get_u64("llama.block_count"), Some(2));
-        assert_eq!(h.tensors.len(), 2);
+        assert_eq!(h.tensors.len(), 3);
         assert_eq!(h.tensors[0].dims, vec![3, 2]);
         assert_eq!(h.tensors[1].offset, 32, "second tensor starts aligned");
+        assert_eq!(h.tensors[2].offset, 64);
+        assert_eq!(h.tensors[2].ty, TensorType::F16);
+        let bytes = std::fs::read(&path).expect("test setup");
+        let at = (h.data_offset + h.tensors[2].offset) as usize;
+        assert_eq!(
+            &bytes[at..at + 8],
+            &[0x00, 0x3c, 0x00, 0xc0, 0x00, 0x38, 0x66, 0x2e],
+            "f16 values little-endian"
+        );
         assert_eq!(h.data_offset % 32, 0);
     }
 

@@ -24,7 +24,7 @@ pub const VOCAB_SIZE: u32 = 264;
 pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
 /// Shape of a tiny model. Defaults: 64-wide, 2 layers, 4 heads (2 KV heads), 128-wide MLP,
-/// context 1024, seed 0.
+/// context 1024, seed 0, f32 weights.
 #[derive(Debug, Clone)]
 pub struct TinyModel {
     pub n_embd: u32,
@@ -36,6 +36,8 @@ pub struct TinyModel {
     pub seed: u64,
     /// Write the process-reward-model metadata (`ponder.role = prm`, step tag, label tokens).
     pub prm: bool,
+    /// Store the weight matrices as f16 (as real checkpoints ship); norms stay f32.
+    pub f16: bool,
 }
 
 impl Default for TinyModel {
@@ -49,6 +51,7 @@ impl Default for TinyModel {
             n_ctx: 1024,
             seed: 0,
             prm: false,
+            f16: false,
         }
     }
 }
@@ -99,7 +102,7 @@ impl TinyModel {
         let s = |x: &str| Value::String(x.to_string());
         w.add("general.architecture", s("llama"))
             .add("general.name", s("ponder-tiny-random"))
-            .add("general.file_type", Value::U32(0))
+            .add("general.file_type", Value::U32(u32::from(self.f16)))
             .add("llama.context_length", Value::U32(self.n_ctx))
             .add("llama.embedding_length", Value::U32(self.n_embd))
             .add("llama.block_count", Value::U32(self.n_layer))
@@ -143,9 +146,18 @@ impl TinyModel {
         }
 
         let mut rng = SeededRng::derive(self.seed, "tiny-model-weights");
+        let f16 = self.f16;
+        let matrix = |w: &mut GgufWriter, name: &str, dims: &[u64], data: &[f32]| {
+            if f16 {
+                w.add_f16(name, dims, data);
+            } else {
+                w.add_f32(name, dims, data);
+            }
+        };
         let ones = |n: u64| vec![1.0f32; n as usize];
         let mat_std = |fan_in: u64| 1.0 / (fan_in as f32).sqrt();
-        w.add_f32(
+        matrix(
+            &mut w,
             "token_embd.weight",
             &[e, v],
             &normal(&mut rng, (e * v) as usize, 1.0),
@@ -154,38 +166,45 @@ impl TinyModel {
             let name = |t: &str| format!("blk.{l}.{t}.weight");
             let kv = u64::from(kv_dim);
             w.add_f32(&name("attn_norm"), &[e], &ones(e));
-            w.add_f32(
+            matrix(
+                &mut w,
                 &name("attn_q"),
                 &[e, e],
                 &normal(&mut rng, (e * e) as usize, mat_std(e)),
             );
-            w.add_f32(
+            matrix(
+                &mut w,
                 &name("attn_k"),
                 &[e, kv],
                 &normal(&mut rng, (e * kv) as usize, mat_std(e)),
             );
-            w.add_f32(
+            matrix(
+                &mut w,
                 &name("attn_v"),
                 &[e, kv],
                 &normal(&mut rng, (e * kv) as usize, mat_std(e)),
             );
-            w.add_f32(
+            matrix(
+                &mut w,
                 &name("attn_output"),
                 &[e, e],
                 &normal(&mut rng, (e * e) as usize, mat_std(e)),
             );
             w.add_f32(&name("ffn_norm"), &[e], &ones(e));
-            w.add_f32(
+            matrix(
+                &mut w,
                 &name("ffn_gate"),
                 &[e, f],
                 &normal(&mut rng, (e * f) as usize, mat_std(e)),
             );
-            w.add_f32(
+            matrix(
+                &mut w,
                 &name("ffn_up"),
                 &[e, f],
                 &normal(&mut rng, (e * f) as usize, mat_std(e)),
             );
-            w.add_f32(
+            matrix(
+                &mut w,
                 &name("ffn_down"),
                 &[f, e],
                 &normal(&mut rng, (e * f) as usize, mat_std(f)),
@@ -193,7 +212,8 @@ impl TinyModel {
         }
         w.add_f32("output_norm.weight", &[e], &ones(e));
         // Logits scaled up so the random model has a peaked, seed-sensitive distribution.
-        w.add_f32(
+        matrix(
+            &mut w,
             "output.weight",
             &[e, v],
             &normal(&mut rng, (e * v) as usize, 3.0 * mat_std(e)),

@@ -1,6 +1,7 @@
 //! The engine against tiny random-weight GGUF models written into a temp dir: forks equal fresh
 //! prefills, rollback equals a fresh decode, logprobs equal an independent log-softmax, early
-//! stop frees the sequence, prefixes are decoded once, PRM scoring is incremental, bad files
+//! stop frees the sequence, prefixes are decoded once, PRM scoring is incremental, f16 weights
+//! compute what f32 ones do, bad files
 //! give clear errors.
 
 use std::path::{Path, PathBuf};
@@ -207,6 +208,64 @@ fn rollback_and_fork(path: &Path, unified: bool) {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0f32, f32::max);
     assert!(diff < 1e-4, "unified {unified}: fork differs by {diff}");
+}
+
+/// Last-position logits of `prompt`, straight from a runner.
+fn last_logits(path: &Path, prompt: &str) -> Vec<f32> {
+    let mut r = Runner::load(path, &RunnerConfig::default()).expect("load");
+    let toks = r.tokenize(prompt, true);
+    let items: Vec<BatchItem> = toks
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| BatchItem {
+            token: t,
+            pos: i as u32,
+            seq: 0,
+            logits: i + 1 == toks.len(),
+        })
+        .collect();
+    let mut logits = Vec::new();
+    r.decode(&items, |_, l| logits = l.to_vec())
+        .expect("decode");
+    logits
+}
+
+#[test]
+fn an_f16_model_computes_what_its_f32_twin_does() {
+    let dir = temp_dir("f16");
+    let (f32_path, f16_path) = (dir.join("f32.gguf"), dir.join("f16.gguf"));
+    let shape = TinyModel {
+        seed: 5,
+        ..Default::default()
+    };
+    shape.write(&f32_path).expect("write f32");
+    TinyModel { f16: true, ..shape }
+        .write(&f16_path)
+        .expect("write f16");
+    let header = ponder_engine::gguf::read_header(&f16_path).expect("header");
+    let q = header
+        .tensors
+        .iter()
+        .find(|t| t.name == "blk.0.attn_q.weight")
+        .expect("attn_q");
+    assert_eq!(q.ty, ponder_engine::gguf::TensorType::F16);
+    let prompt = "<|im_start|>user\nWhat is 17*23?<|im_end|>\n<|im_start|>assistant\n";
+    let (a, b) = (
+        last_logits(&f32_path, prompt),
+        last_logits(&f16_path, prompt),
+    );
+    assert_eq!(a.len(), b.len());
+    let scale = a.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let diff = a
+        .iter()
+        .zip(&b)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    // f16 keeps 11 significant bits: the logits move by rounding noise, not more.
+    assert!(scale > 1.0, "{scale}");
+    assert!(
+        diff < 0.005 * scale,
+        "max difference {diff} at scale {scale}"
+    );
 }
 
 #[test]
