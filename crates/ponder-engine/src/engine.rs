@@ -19,7 +19,7 @@
 //! then, and no further tokens are sent.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,7 +33,7 @@ use ponder_core::{
 use tokio::sync::{mpsc as tmpsc, oneshot};
 
 use crate::error::EngineError;
-use crate::runner::{BatchItem, DecodeFailure, Runner, RunnerConfig};
+use crate::runner::{id_runs, BatchItem, DecodeFailure, Runner, RunnerConfig};
 use crate::sampler::{sample, Sampled, SamplerConfig};
 use crate::template::ChatTemplate;
 use crate::tiny::CHATML_TEMPLATE;
@@ -64,6 +64,13 @@ pub struct EngineStats {
     pub evictions: u64,
     /// Completions ended early because the KV cache was full.
     pub preempted: u64,
+    /// Batches handed to llama.cpp, and the compute passes it split them into (one per run of
+    /// consecutive sequence ids with per-sequence streams): passes per batch near 1 means the
+    /// weights are read once per step for all sequences.
+    pub decode_calls: u64,
+    pub compute_passes: u64,
+    /// Running sequences moved onto lower ids to keep the running ones consecutive.
+    pub moves: u64,
 }
 
 #[derive(Debug, Default)]
@@ -76,6 +83,9 @@ struct Counters {
     reward_tokens_decoded: AtomicU64,
     evictions: AtomicU64,
     preempted: AtomicU64,
+    decode_calls: AtomicU64,
+    compute_passes: AtomicU64,
+    moves: AtomicU64,
 }
 
 impl Counters {
@@ -90,6 +100,9 @@ impl Counters {
             reward_tokens_decoded: g(&self.reward_tokens_decoded),
             evictions: g(&self.evictions),
             preempted: g(&self.preempted),
+            decode_calls: g(&self.decode_calls),
+            compute_passes: g(&self.compute_passes),
+            moves: g(&self.moves),
         }
     }
 }
@@ -453,7 +466,9 @@ struct Worker {
     pieces: Vec<String>,
     trie: PrefixTrie,
     idle: HashMap<SeqId, Idle>,
-    free: Vec<SeqId>,
+    /// Unused sequence ids. The lowest is taken first, so that running sequences sit on
+    /// consecutive ids: llama.cpp computes a batch in one pass per run of consecutive ids.
+    free: BTreeSet<SeqId>,
     active: Vec<Active>,
     waiting: VecDeque<Waiting>,
     clock: u64,
@@ -461,6 +476,9 @@ struct Worker {
     counters: Arc<Counters>,
     reward_cache: HashMap<u64, f64>,
 }
+
+/// Most sequences [`Worker::compact`] moves in one step.
+const MAX_MOVES_PER_STEP: usize = 8;
 
 /// Bound on remembered step rewards before the memo is cleared.
 const REWARD_CACHE_LIMIT: usize = 1 << 18;
@@ -522,7 +540,7 @@ impl Worker {
         let pieces = (0..runner.n_vocab() as u32)
             .map(|t| String::from_utf8_lossy(&runner.token_bytes(t, true)).into_owned())
             .collect();
-        let free = (0..runner.sequences() as SeqId).rev().collect();
+        let free = (0..runner.sequences() as SeqId).collect();
         Ok(Worker {
             name,
             eog: runner.end_of_generation_tokens(),
@@ -681,7 +699,7 @@ impl Worker {
             self.trie.remove(&idle.tokens, seq);
         }
         self.runner.truncate(seq, 0);
-        self.free.push(seq);
+        self.free.insert(seq);
         add(&self.counters.evictions, 1);
         true
     }
@@ -690,7 +708,16 @@ impl Worker {
         if self.free.is_empty() && !self.evict_one() {
             return None;
         }
-        self.free.pop()
+        self.free.pop_first()
+    }
+
+    /// Copies the runner's batch and pass counts into the shared counters.
+    fn count_decodes(&self) {
+        let (calls, passes) = self.runner.decode_counts();
+        self.counters.decode_calls.store(calls, Ordering::Relaxed);
+        self.counters
+            .compute_passes
+            .store(passes, Ordering::Relaxed);
     }
 
     /// Starts waiting requests, first come first served, while sequence ids last.
@@ -721,7 +748,9 @@ impl Worker {
         let mut start = 0;
         while start < items.len() {
             let chunk = &items[start..(start + size).min(items.len())];
-            match self.runner.decode(chunk, |i, l| on_logits(start + i, l)) {
+            let result = self.runner.decode(chunk, |i, l| on_logits(start + i, l));
+            self.count_decodes();
+            match result {
                 Ok(()) => start += chunk.len(),
                 Err(DecodeFailure::KvFull) => {
                     if !self.evict_one() {
@@ -795,7 +824,7 @@ impl Worker {
             Ok(r) => r,
             Err(e) => {
                 self.runner.truncate(s0, 0);
-                self.free.push(s0);
+                self.free.insert(s0);
                 let _ = events.send(Err(self.engine_error(e)));
                 return;
             }
@@ -991,8 +1020,65 @@ impl Worker {
         }
     }
 
+    /// Per-sequence streams: moves running sequences down onto free or idle ids below them until
+    /// they form one run of consecutive ids, at most [`MAX_MOVES_PER_STEP`] moves a step.
+    /// llama.cpp computes a batch in one pass per run of consecutive ids, each pass reading
+    /// every weight, so a finished sample left between running ones would cost a pass on every
+    /// later step; a move copies one stream once. An idle sequence in the way moves up to a
+    /// free id when there is one (its cached prefix stays), else it is evicted.
+    fn compact(&mut self) {
+        if self.runner.unified() {
+            return;
+        }
+        for _ in 0..MAX_MOVES_PER_STEP {
+            let mut ids: Vec<SeqId> = self.active.iter().map(|a| a.seq).collect();
+            ids.sort_unstable();
+            if id_runs(ids.iter().copied()) <= 1 {
+                return;
+            }
+            let Some(&top) = ids.last() else {
+                return;
+            };
+            // The first gap above the lowest running id; below `top`, as the ids are not one run.
+            let Some(hole) = (ids[0]..top).find(|id| ids.binary_search(id).is_err()) else {
+                return;
+            };
+            if self.free.remove(&hole) {
+                // A free id: nothing to move out of the way.
+            } else if let Some(idle) = self.idle.remove(&hole) {
+                match self.free.pop_last() {
+                    Some(to) => {
+                        self.runner.fork(hole, to, idle.tokens.len() as u32);
+                        self.trie.remove(&idle.tokens, hole);
+                        self.trie.insert(&idle.tokens, to);
+                        self.idle.insert(to, idle);
+                    }
+                    None => {
+                        self.trie.remove(&idle.tokens, hole);
+                        add(&self.counters.evictions, 1);
+                    }
+                }
+                self.runner.truncate(hole, 0);
+            } else {
+                return;
+            }
+            let Some(a) = self.active.iter_mut().find(|a| a.seq == top) else {
+                return;
+            };
+            // The cells hold every token but the pending one.
+            self.runner.fork(top, hole, a.tokens.len() as u32);
+            self.runner.truncate(top, 0);
+            self.trie.remove(&a.tokens[..a.prompt_len], top);
+            self.trie.insert(&a.tokens[..a.prompt_len], hole);
+            a.seq = hole;
+            self.free.insert(top);
+            add(&self.counters.moves, 1);
+        }
+    }
+
     /// One decoding step: every running completion gets one token.
     fn step(&mut self) {
+        self.compact();
         let items: Vec<BatchItem> = self
             .active
             .iter()
@@ -1014,6 +1100,7 @@ impl Worker {
         let result = runner.decode(&items, |i, l| {
             sampled[i] = Some(draw(&mut active[i], l, eog))
         });
+        self.count_decodes();
         match result {
             Ok(()) => {}
             Err(DecodeFailure::KvFull) => {
@@ -1058,7 +1145,7 @@ impl Worker {
         self.finish(&mut a, FinishReason::Length, None);
         self.runner.truncate(a.seq, 0);
         self.trie.remove(&a.tokens[..a.prompt_len], a.seq);
-        self.free.push(a.seq);
+        self.free.insert(a.seq);
     }
 
     /// Scores steps with the loaded PRM. See [`prm_text`] for the input format.
@@ -1122,7 +1209,7 @@ impl Worker {
                 Ok(r) => r,
                 Err(e) => {
                     self.runner.truncate(seq, 0);
-                    self.free.push(seq);
+                    self.free.insert(seq);
                     return Err(self.engine_error(e));
                 }
             };

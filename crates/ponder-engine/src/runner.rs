@@ -64,6 +64,19 @@ impl Default for RunnerConfig {
     }
 }
 
+/// Runs of consecutive ids in ascending `seqs` (a repeated id stays in its run).
+pub(crate) fn id_runs(seqs: impl IntoIterator<Item = SeqId>) -> u64 {
+    let mut runs = 0;
+    let mut last: Option<SeqId> = None;
+    for s in seqs {
+        if !matches!(last, Some(l) if s == l || s == l + 1) {
+            runs += 1;
+        }
+        last = Some(s);
+    }
+    runs
+}
+
 /// One token to decode: which sequence, at which position, and whether its logits are wanted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchItem {
@@ -114,6 +127,9 @@ pub struct Runner {
     batch_size: u32,
     sequences: u32,
     header: gguf::Header,
+    /// `decode` calls and the compute passes llama.cpp made for them (see [`Runner::decode`]).
+    decodes: u64,
+    passes: u64,
 }
 
 impl std::fmt::Debug for Runner {
@@ -194,6 +210,8 @@ impl Runner {
             batch_size,
             sequences,
             header,
+            decodes: 0,
+            passes: 0,
         })
     }
 
@@ -297,8 +315,15 @@ impl Runner {
                 self.batch_size
             )));
         }
+        // With per-sequence streams llama.cpp cuts a batch into compute passes of sequences with
+        // consecutive ids, taken in batch order: ordered by id, a batch costs one pass per run
+        // of consecutive ids instead of (at worst) one per sequence. The sort is stable, so a
+        // sequence's own tokens keep their order.
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        order.sort_by_key(|&i| items[i].seq);
         self.batch.clear();
-        for item in items {
+        for &i in &order {
+            let item = &items[i];
             self.batch
                 .add(
                     LlamaToken(item.token as i32),
@@ -313,12 +338,25 @@ impl Runner {
             Err(DecodeError::NoKvCacheSlot) => return Err(DecodeFailure::KvFull),
             Err(e) => return Err(DecodeFailure::Other(e.to_string())),
         }
-        for (i, item) in items.iter().enumerate() {
-            if item.logits {
-                on_logits(i, self.ctx.get_logits_ith(i as i32));
+        self.decodes += 1;
+        self.passes += if self.unified {
+            1
+        } else {
+            id_runs(order.iter().map(|&i| items[i].seq))
+        };
+        for (b, &i) in order.iter().enumerate() {
+            if items[i].logits {
+                on_logits(i, self.ctx.get_logits_ith(b as i32));
             }
         }
         Ok(())
+    }
+
+    /// `decode` calls so far, and the compute passes llama.cpp made for them: one per run of
+    /// consecutive sequence ids in a batch with per-sequence streams, one per batch unified
+    /// (batches here never exceed one pass's size).
+    pub fn decode_counts(&self) -> (u64, u64) {
+        (self.decodes, self.passes)
     }
 
     /// Gives `dst` the cells of `src` for positions `0..len`. Unified: the cells are shared, no
@@ -340,5 +378,21 @@ impl Runner {
     /// Drops `seq`'s cells from position `from` on (rollback); `from = 0` frees the sequence.
     pub fn truncate(&mut self, seq: SeqId, from: u32) {
         let _ = self.ctx.kv_cache_seq_rm(seq, Some(from), None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::id_runs;
+
+    #[test]
+    fn runs_of_consecutive_ids() {
+        assert_eq!(id_runs([]), 0);
+        assert_eq!(id_runs([4]), 1);
+        assert_eq!(id_runs([0, 1, 2, 3]), 1);
+        assert_eq!(id_runs([0, 2, 4]), 3);
+        assert_eq!(id_runs([0, 1, 3, 4, 5, 9]), 3);
+        // A prefill: one sequence's many tokens are one run.
+        assert_eq!(id_runs([7, 7, 7, 8, 8]), 1);
     }
 }

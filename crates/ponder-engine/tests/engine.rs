@@ -231,6 +231,112 @@ fn last_logits(path: &Path, prompt: &str) -> Vec<f32> {
 }
 
 #[test]
+fn a_batch_in_any_order_decodes_as_its_sequences_alone_in_one_pass_per_id_run() {
+    let path = tiny("order", false);
+    let prompt = "<|im_start|>user\nWhat is 17*23?<|im_end|>\n<|im_start|>assistant\n";
+    let prefilled = || {
+        let mut r = Runner::load(
+            &path,
+            &RunnerConfig {
+                sequences: 8,
+                ..Default::default()
+            },
+        )
+        .expect("load");
+        let toks = r.tokenize(prompt, true);
+        let items: Vec<BatchItem> = toks
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| BatchItem {
+                token: t,
+                pos: i as u32,
+                seq: 0,
+                logits: false,
+            })
+            .collect();
+        r.decode(&items, |_, _| {}).expect("prefill");
+        (r, toks.len() as u32)
+    };
+    let step = |seq: i32, len: u32| BatchItem {
+        token: 40 + seq as u32,
+        pos: len,
+        seq,
+        logits: true,
+    };
+    // Each sequence alone, on a runner of its own.
+    let alone: Vec<Vec<f32>> = (0..8)
+        .map(|s| {
+            let (mut r, len) = prefilled();
+            r.fork(0, s, len);
+            let mut out = Vec::new();
+            r.decode(&[step(s, len)], |_, l| out = l.to_vec())
+                .expect("decode");
+            out
+        })
+        .collect();
+    let (mut r, len) = prefilled();
+    for s in 1..8 {
+        r.fork(0, s, len);
+    }
+    let (calls, passes) = r.decode_counts();
+    let order = [5, 2, 7, 0, 1, 6, 3, 4];
+    let items: Vec<BatchItem> = order.iter().map(|&s| step(s, len)).collect();
+    let mut got: Vec<Option<Vec<f32>>> = vec![None; 8];
+    r.decode(&items, |i, l| got[i] = Some(l.to_vec()))
+        .expect("decode");
+    for (i, &s) in order.iter().enumerate() {
+        let logits = got[i].as_ref().expect("logits for every item");
+        let diff = logits
+            .iter()
+            .zip(&alone[s as usize])
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(diff < 1e-3, "item {i} (sequence {s}) differs by {diff}");
+    }
+    // Ids 0..=7 are one run, whatever the order they came in: one pass.
+    assert_eq!(r.decode_counts(), (calls + 1, passes + 1));
+    // Ids 0, 3 and 6 are three runs.
+    let items: Vec<BatchItem> = [6, 0, 3].iter().map(|&s| step(s, len + 1)).collect();
+    r.decode(&items, |_, _| {}).expect("decode");
+    assert_eq!(r.decode_counts(), (calls + 2, passes + 4));
+}
+
+#[test]
+fn running_sequences_are_moved_together_without_changing_their_tokens() {
+    let path = tiny("compact", false);
+    let long = |prompt: &str, seed: u64| {
+        let mut r = request(prompt, 4, seed, 30);
+        r.params.min_tokens = Some(30);
+        r
+    };
+    // A, B and C take ids 0-3, 4-7 and 8-11; B ends after 3 tokens and leaves a gap between A
+    // and C, which the engine closes by moving C's sequences down.
+    let e = engine(&path);
+    let (a, b, c) = runtime().block_on(async {
+        tokio::join!(
+            e.generate(long("Tom has 12 apples.", 1)),
+            e.generate(request("Ann has 3 pears.", 4, 2, 3)),
+            e.generate(long("Sam has 7 plums.", 3)),
+        )
+    });
+    let (a, c) = (a.expect("A"), c.expect("C"));
+    b.expect("B");
+    let stats = e.stats();
+    assert!(stats.moves > 0, "{stats:?}");
+    // Once the gap is closed every step is one pass; before, at most two a step.
+    assert!(
+        stats.compute_passes <= stats.decode_calls + stats.moves,
+        "{stats:?}"
+    );
+    // Moved or not, every completion is what it is alone.
+    for (prompt, seed, got) in [("Tom has 12 apples.", 1, &a), ("Sam has 7 plums.", 3, &c)] {
+        let alone = generate(&engine(&path), long(prompt, seed));
+        for i in 0..4 {
+            assert_eq!(token_ids(&alone, i), token_ids(got, i), "{prompt} #{i}");
+        }
+    }
+}
+
+#[test]
 fn an_f16_model_computes_what_its_f32_twin_does() {
     let dir = temp_dir("f16");
     let (f32_path, f16_path) = (dir.join("f32.gguf"), dir.join("f16.gguf"));
