@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The bundled model's demonstration (issue 8): on held-out hard synthetic problems, accuracy and
-# tokens for greedy decoding, self-consistency n=16, DeepConf online (budget 16), best-of-16 with
-# the bundled PRM and beam search 4×4 with the bundled PRM, all on the embedded engine, then
-# `ponder report` (a table, and an HTML page with the accuracy/tokens plot).
+# tokens for greedy decoding, self-consistency n=16, DeepConf online (budget 16; high and low),
+# best-of-16 with the bundled PRM and beam search 4×4 with the bundled PRM, all on the embedded
+# engine, then `ponder report` (a table, and an HTML page with the accuracy/tokens plot).
 #
 #   scripts/demo_bundled.sh [OUT_DIR]
 #   env: PONDER=target/release/ponder  PROBLEMS=500  SEED=0  SHARDS=1  JOBS=1
@@ -23,7 +23,7 @@ JOBS=${JOBS:-1}
 CORES=$(nproc)
 THREADS=${THREADS:-$(( CORES / JOBS > 0 ? CORES / JOBS : 1 ))}
 CONCURRENCY=${CONCURRENCY:-8}
-RUNS=${RUNS:-greedy sc16 deepconf-online bon16-prm bon16-prm-vote beam-prm}
+RUNS=${RUNS:-greedy sc16 deepconf-online deepconf-online-low bon16-prm bon16-prm-vote beam-prm}
 
 args_of() {
   case $1 in
@@ -31,6 +31,8 @@ args_of() {
     sc16) echo "--strategy self-consistency --set n=16" ;;
     # Budget 16 as self-consistency; 4 warm-up traces set the threshold, a 64-token window.
     deepconf-online) echo "--strategy deepconf-online --set total_budget=16 --set warmup_traces=4 --set window_size=64" ;;
+    # The paper's aggressive preset: the threshold keeps the top 10% of warm-up traces.
+    deepconf-online-low) echo "--strategy deepconf-online --set variant=low --set total_budget=16 --set warmup_traces=4 --set window_size=64" ;;
     bon16-prm) echo "--strategy best-of-n --set n=16 --set scorer=prm --set score_aggregation=min" ;;
     bon16-prm-vote) echo "--strategy best-of-n --set n=16 --set scorer=prm --set score_aggregation=min --set selection=weighted_vote" ;;
     # One `Step k:` line per step, scored by the PRM.

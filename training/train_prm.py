@@ -11,7 +11,13 @@
    bad, the later steps of the same solution are bad (they extend a prefix from which no
    rollout reached the answer).
 3. Train the PRM, initialised from the policy weights, with a two-way cross-entropy over the
-   '+' / '-' logits at each <|step|> tag position (common.prm_text gives the format).
+   '+' / '-' logits at each <|step|> tag position (common.prm_text gives the format). With
+   --synthetic-frac, that share of the examples are built from the reference solutions of other
+   PRM problems instead: the reference itself (all '+') or a hard negative whose one bad step
+   (a near-miss result or a slipped operand) carries through to the answer, labelled as an
+   ideal rollout policy would label it ('+' before the bad step, '-' from it on). Sampled
+   solutions teach what the policy's text looks like; the hard negatives teach the PRM to check
+   each step's arithmetic, which is what tells apart the candidates of one problem.
 4. Evaluate on held-out PRM problems (step AUC against MC labels and against exact step
    checks) and as a best-of-16 reranker on dev hard problems versus majority voting.
 
@@ -57,6 +63,69 @@ def gen_batched(model, prompts, max_new, temperature, gen, batch):
     for i in range(0, len(prompts), batch):
         out += generate(model, prompts[i:i + batch], max_new, temperature, C.IM_END_ID, gen)
     return out
+
+
+def apply_op(op, a, b):
+    """The task's operations; a division that does not come out even is floored (what a
+    solution continuing from a wrong value writes is wrong anyway)."""
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    return a // b if b else 0
+
+
+def near_miss(v, rng):
+    """A wrong value of the kind the policy writes: one digit changed (50%), a carry or borrow
+    slip of ±10^k (30%), a digit dropped (10%) or doubled (10%). Never v itself."""
+    s = str(abs(v))
+    for _ in range(20):
+        kind = rng.random()
+        if kind < 0.5:
+            i = rng.randrange(len(s))
+            d = rng.choice([c for c in "0123456789" if c != s[i]])
+            if i == 0 and d == "0" and len(s) > 1:
+                continue
+            w = int(s[:i] + d + s[i + 1:])
+        elif kind < 0.8:
+            w = abs(v) + rng.choice((-1, 1)) * 10 ** rng.randrange(len(s))
+        elif kind < 0.9:
+            if len(s) == 1:
+                continue
+            i = rng.randrange(len(s))
+            w = int(s[:i] + s[i + 1:])
+        else:
+            i = rng.randrange(len(s))
+            w = int(s[:i] + s[i] + s[i:])
+        if w >= 0 and w != abs(v):
+            return w if v >= 0 else -w
+    return v + 1
+
+
+def synthetic_solution(rec, rng, corrupt):
+    """A hard negative (or, with corrupt=False, the reference solution) with the labels MC
+    estimation gives it: the solution follows the reference until one step writes a near-miss
+    result (80%) or copies a near-miss of the previous result as its left operand (20%); every
+    later step computes correctly from what was written, so the error carries to the answer.
+    No continuation from the bad step can reach the gold answer, so it and everything after it
+    are '-'; the steps before it are the reference's, '+'."""
+    steps = rec["steps"]
+    bad = rng.randrange(len(steps)) if corrupt else len(steps)
+    copy_slip = rng.random() < 0.2
+    lines, labels, prev = [], [], rec["start"]
+    for k, st in enumerate(steps):
+        lhs = near_miss(prev, rng) if (k == bad and copy_slip) else prev
+        res = apply_op(st["op"], lhs, st["rhs"])
+        if k == bad and not copy_slip:
+            res = near_miss(res, rng)
+        lines.append(f"Step {k + 1}: {C.OPS_WORDS[st['op']]} {lhs} {st['op']} {st['rhs']} = {res}.")
+        labels.append(k < bad)
+        prev = res
+    lines.append(f"The answer is \\boxed{{{prev}}}.")
+    labels.append(not corrupt)
+    return lines, labels
 
 
 def auc(scores, labels):
@@ -122,6 +191,12 @@ def main():
     ap.add_argument("--gen-batch", type=int, default=2048)
     ap.add_argument("--time-limit", type=float, default=120, help="PRM training seconds at most")
     ap.add_argument("--rollout-limit", type=float, default=240, help="rollout seconds at most")
+    ap.add_argument("--synthetic-frac", type=float, default=0.0,
+                    help="share of training examples that are reference solutions or hard "
+                         "negatives built from them (synthetic_solution), from PRM problems "
+                         "not used for rollouts")
+    ap.add_argument("--synthetic-bad", type=float, default=0.65,
+                    help="share of the synthetic examples that carry an error")
     args = ap.parse_args()
     if args.tiny:
         args.problems, args.samples, args.rollouts, args.steps, args.batch = 12, 2, 2, 10, 4
@@ -142,6 +217,14 @@ def main():
     recs = C.read_records(DATA / "prm_hard.jsonl.xz")[:n_h] + \
         C.read_records(DATA / "prm_medium.jsonl.xz")[:args.problems - n_h]
     rng.shuffle(recs)
+    # Problems for synthetic examples: the PRM files' problems that get no rollouts.
+    pool = C.read_records(DATA / "prm_hard.jsonl.xz")[n_h:] + \
+        C.read_records(DATA / "prm_medium.jsonl.xz")[args.problems - n_h:]
+    if args.synthetic_frac > 0:
+        for r in pool[:200]:
+            lines, labels = synthetic_solution(r, rng, corrupt=False)
+            assert "\n".join(lines) == r["solution"] and all(labels), r["id"]
+        print(f"synthetic pool: {len(pool)} problems", flush=True)
 
     # 1. policy solutions
     items = []  # (rec, messages, prompt ids)
@@ -219,6 +302,12 @@ def main():
     n_val = max(1, int(len(sols) * args.val_frac))
     val, train = sols[:n_val], sols[n_val:]
 
+    def synthetic():
+        r = pool[rng.randrange(len(pool))]
+        steps, lab = synthetic_solution(r, rng, corrupt=rng.random() < args.synthetic_bad)
+        msgs = C.sample_messages(r, rng) if rng.random() < 0.5 else C.eval_messages(r)
+        return {"steps": steps, "mc": lab, "messages": msgs}
+
     def example(s):
         steps, lab = list(s["steps"]), list(s["mc"])
         # Sometimes the answer line arrives in the same step as the last step line.
@@ -239,14 +328,19 @@ def main():
     load_fp16_state(prm, pstate)
     opt = torch.optim.AdamW(prm.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.05)
     amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    pos_w = min(0.99, max(0.01, sum(labels) / len(labels)))
+    # The '+' share of what training sees: MC labels, and the synthetic examples' expected share
+    # (a hard negative is '+' before its bad step, about a third of its steps).
+    syn_pos = (1 - args.synthetic_bad) + args.synthetic_bad * 0.35
+    mix_pos = (1 - args.synthetic_frac) * sum(labels) / len(labels) + args.synthetic_frac * syn_pos
+    pos_w = min(0.99, max(0.01, mix_pos))
     # Class weights so that '-' (rarer) is not ignored.
     cw = torch.tensor([0.5 / pos_w, 0.5 / (1 - pos_w)], device=device).clamp(max=5.0)
     t_tr = time.time()
     for step in range(args.steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr, 50)
-        batch = [example(train[rng.randrange(len(train))]) for _ in range(args.batch)]
+        batch = [example(synthetic() if rng.random() < args.synthetic_frac
+                         else train[rng.randrange(len(train))]) for _ in range(args.batch)]
         T = max(len(t) for t, _ in batch)
         toks = torch.full((len(batch), T), C.PAD_ID, dtype=torch.long)
         tgt = torch.full((len(batch), T), -100, dtype=torch.long)
