@@ -195,6 +195,9 @@ def main():
                     help="share of training examples that are reference solutions or hard "
                          "negatives built from them (synthetic_solution), from PRM problems "
                          "not used for rollouts")
+    ap.add_argument("--lm-weight", type=float, default=0.0,
+                    help="weight of a next-token loss on the tokens of right steps, which keeps "
+                         "the digit computation the PRM inherits from the policy")
     ap.add_argument("--synthetic-bad", type=float, default=0.65,
                     help="share of the synthetic examples that carry an error")
     args = ap.parse_args()
@@ -316,13 +319,27 @@ def main():
             steps = steps[:-2] + [steps[-2] + "\n" + steps[-1]]
             lab = lab[:-2] + [lab[-1]]
         msgs = s["messages"]
-        toks = C.encode(C.prm_text(msgs, steps))
+        # Built piece by piece (the tokenizer is byte-level, so this equals encoding
+        # prm_text whole) to know which tokens belong to which step.
+        toks = C.encode(C.render_chat(msgs, True))
+        lm = [-100] * len(toks)
+        for j, (step, good) in enumerate(zip(steps, lab)):
+            sep = C.encode("\n") if j else []
+            body = C.encode(step.strip(), parse_special=False)
+            start = len(toks) + len(sep)
+            toks += sep + body + C.encode(" ") + [C.STEP_ID]
+            lm += [-100] * (len(toks) - len(lm))
+            if good and args.lm_weight > 0:
+                # Next-token targets inside a right step: the PRM keeps computing the digits
+                # it checks (position p predicts token p + 1).
+                for q in range(start, start + len(body) - 1):
+                    lm[q] = toks[q + 1]
         tgt = [-100] * len(toks)
         pos = [p for p, x in enumerate(toks) if x == C.STEP_ID]
         assert len(pos) == len(lab), (len(pos), len(lab))
         for p, l in zip(pos, lab):
             tgt[p] = 0 if l else 1  # class 0 = '+', 1 = '-'
-        return toks, tgt
+        return toks, tgt, lm
 
     prm = Transformer(cfg).to(device)
     load_fp16_state(prm, pstate)
@@ -341,18 +358,23 @@ def main():
             g["lr"] = lr_at(step, args.steps, args.lr, 50)
         batch = [example(synthetic() if rng.random() < args.synthetic_frac
                          else train[rng.randrange(len(train))]) for _ in range(args.batch)]
-        T = max(len(t) for t, _ in batch)
+        T = max(len(t) for t, _, _ in batch)
         toks = torch.full((len(batch), T), C.PAD_ID, dtype=torch.long)
         tgt = torch.full((len(batch), T), -100, dtype=torch.long)
-        for i, (t, y) in enumerate(batch):
+        lmt = torch.full((len(batch), T), -100, dtype=torch.long)
+        for i, (t, y, m) in enumerate(batch):
             toks[i, :len(t)] = torch.tensor(t)
             tgt[i, :len(y)] = torch.tensor(y)
-        toks, tgt = toks.to(device), tgt.to(device)
+            lmt[i, :len(m)] = torch.tensor(m)
+        toks, tgt, lmt = toks.to(device), tgt.to(device), lmt.to(device)
         prm.train()
         with torch.autocast(**amp):
             logits = prm(toks)
         two = logits[..., [C.PLUS_ID, C.MINUS_ID]].float()
         loss = F.cross_entropy(two.view(-1, 2), tgt.view(-1), weight=cw, ignore_index=-100)
+        if args.lm_weight > 0 and (lmt >= 0).any():
+            loss = loss + args.lm_weight * F.cross_entropy(
+                logits.float().view(-1, logits.shape[-1]), lmt.view(-1), ignore_index=-100)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(prm.parameters(), 1.0)
