@@ -7,7 +7,8 @@
 #
 #   LLAMA_SERVER=/path/to/llama-server scripts/bench_engine.sh [OUT_DIR]
 #   (env: MODEL=model.gguf, else a random-weight model with Qwen2.5-0.5B's layer shape is written;
-#    PROBLEMS=20 SEED=1 MAX_TOKENS=256 STEP_TOKENS=48 STEPS=12 THREADS=2)
+#    PROBLEMS=20 SEED=1 MAX_TOKENS=256 STEP_TOKENS=48 STEPS=12 THREADS=2 SEQUENCES=128, the
+#    engine's live sequences)
 #
 # llama-server is not built by the workspace (llama-cpp-sys-2 vendors llama.cpp without the
 # server sources); docs/benchmarks.md §7 says where the one measured came from.
@@ -20,6 +21,7 @@ MAX_TOKENS=${MAX_TOKENS:-256}
 STEP_TOKENS=${STEP_TOKENS:-48}
 STEPS=${STEPS:-12}
 THREADS=${THREADS:-2}
+SEQUENCES=${SEQUENCES:-128}
 LLAMA_SERVER=${LLAMA_SERVER:?set LLAMA_SERVER to a llama-server binary}
 
 cargo build --release -q -p ponder-cli -p ponder-engine --example tiny_model
@@ -45,7 +47,8 @@ engine_run() {
   local name=$1; shift
   rm -rf "${OUT:?}/$name"
   /usr/bin/time -v "$PONDER" eval --dataset synthetic-hard --limit "$PROBLEMS" --seed "$SEED" \
-    --model "$MODEL" --concurrency 4 --out "$OUT/$name" "$@" > "$OUT/$name.log" 2> "$OUT/$name.time"
+    --model "$MODEL" --threads "$THREADS" --sequences "$SEQUENCES" --concurrency 4 \
+    --out "$OUT/$name" "$@" > "$OUT/$name.log" 2> "$OUT/$name.time"
 }
 
 server_run() {

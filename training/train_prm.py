@@ -356,7 +356,7 @@ def main():
     for step in range(args.steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, args.lr, 50)
-        batch = [example(synthetic() if rng.random() < args.synthetic_frac
+        batch = [example(synthetic() if args.synthetic_frac > 0 and rng.random() < args.synthetic_frac
                          else train[rng.randrange(len(train))]) for _ in range(args.batch)]
         T = max(len(t) for t, _, _ in batch)
         toks = torch.full((len(batch), T), C.PAD_ID, dtype=torch.long)

@@ -47,6 +47,11 @@ pub struct EvalArgs {
     /// CPU threads of the embedded engine. Default: every core.
     #[arg(long, env = "PONDER_THREADS")]
     pub threads: Option<u32>,
+    /// Live sequences of the embedded engine (1-256), each with its own KV cache of up to
+    /// 2,048 tokens: more keeps more prefixes cached for search strategies, at that much more
+    /// memory. Default: 64.
+    #[arg(long, env = "PONDER_SEQUENCES", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub sequences: Option<u32>,
     /// YAML config file (keys: backend, strategy, params, seed).
     #[arg(long, env = "PONDER_CONFIG")]
     pub config: Option<PathBuf>,
@@ -107,6 +112,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         model: args.model.clone(),
         prm: args.prm.clone(),
         threads: args.threads,
+        sequences: args.sequences,
         strategy: args.strategy.clone(),
         set: args.set.clone(),
         config: args.config.clone(),

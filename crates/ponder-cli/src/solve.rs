@@ -40,6 +40,11 @@ pub struct SolveArgs {
     /// CPU threads of the embedded engine. Default: every core.
     #[arg(long, env = "PONDER_THREADS")]
     pub threads: Option<u32>,
+    /// Live sequences of the embedded engine (1-256), each with its own KV cache of up to
+    /// 2,048 tokens: more keeps more prefixes cached for search strategies, at that much more
+    /// memory. Default: 64.
+    #[arg(long, env = "PONDER_SEQUENCES", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub sequences: Option<u32>,
     /// Strategy name (`ponder strategies` lists them). Default: self-consistency.
     #[arg(long, env = "PONDER_STRATEGY")]
     pub strategy: Option<String>,
@@ -80,6 +85,7 @@ pub(crate) struct RunFlags {
     pub(crate) model: Option<String>,
     pub(crate) prm: Option<PathBuf>,
     pub(crate) threads: Option<u32>,
+    pub(crate) sequences: Option<u32>,
     pub(crate) strategy: Option<String>,
     pub(crate) set: Vec<String>,
     pub(crate) config: Option<PathBuf>,
@@ -92,6 +98,7 @@ fn resolve(args: &SolveArgs) -> anyhow::Result<Resolved> {
         model: args.model.clone(),
         prm: args.prm.clone(),
         threads: args.threads,
+        sequences: args.sequences,
         strategy: args.strategy.clone(),
         set: args.set.clone(),
         config: args.config.clone(),
@@ -118,6 +125,7 @@ pub(crate) fn resolve_flags(args: &RunFlags) -> anyhow::Result<Resolved> {
             &backend.model,
             args.prm.as_deref(),
             args.threads,
+            args.sequences,
         )?);
     } else if let Some(prm) = &args.prm {
         bail!(
@@ -159,6 +167,8 @@ pub(crate) struct EngineModels {
     pub(crate) prm: Option<PathBuf>,
     /// CPU threads; `None`: every core.
     pub(crate) threads: Option<u32>,
+    /// Live sequences; `None`: the engine's default.
+    pub(crate) sequences: Option<u32>,
 }
 
 /// File names of the bundled models inside the models folder.
@@ -191,6 +201,7 @@ fn engine_models(
     model: &str,
     prm: Option<&Path>,
     threads: Option<u32>,
+    sequences: Option<u32>,
 ) -> anyhow::Result<EngineModels> {
     if !model.is_empty() {
         let path = PathBuf::from(model);
@@ -204,6 +215,7 @@ fn engine_models(
             model: path,
             prm: prm.map(Path::to_path_buf),
             threads,
+            sequences,
         });
     }
     let Some(dir) = bundled_models_dir() else {
@@ -220,6 +232,7 @@ fn engine_models(
             .map(Path::to_path_buf)
             .or_else(|| bundled_prm.is_file().then_some(bundled_prm)),
         threads,
+        sequences,
     })
 }
 
@@ -227,9 +240,15 @@ fn engine_models(
 pub(crate) fn load_engine(models: &EngineModels, seed: u64) -> anyhow::Result<Arc<Engine>> {
     let config = || EngineConfig {
         seed,
-        runner: RunnerConfig {
-            threads: models.threads,
-            ..Default::default()
+        runner: {
+            let mut runner = RunnerConfig {
+                threads: models.threads,
+                ..Default::default()
+            };
+            if let Some(n) = models.sequences {
+                runner.sequences = n;
+            }
+            runner
         },
     };
     let mut engine = Engine::load(&models.model, config())?;

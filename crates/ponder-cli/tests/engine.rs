@@ -68,6 +68,8 @@ fn self_consistency_prefills_the_prompt_once() {
         "n=8",
         "--set",
         "max_tokens=32",
+        "--sequences",
+        "8",
         "--json",
     ]);
     let v = json(&out);
@@ -82,6 +84,8 @@ fn self_consistency_prefills_the_prompt_once() {
     assert_eq!(stats["prompt_tokens"].as_u64(), Some(prompt));
     assert_eq!(stats["prompt_tokens_decoded"].as_u64(), Some(prompt));
     assert_eq!(usage["completion_tokens"], 8 * 32);
+    // The eight samples sit on ids 0-7 and run to the same length: one compute pass a batch.
+    assert_eq!(stats["compute_passes"], stats["decode_calls"]);
 }
 
 #[test]
@@ -151,6 +155,14 @@ fn beam_search_with_the_in_process_prm_writes_a_trace() {
         .as_u64()
         .expect("decoded");
     assert!(read > 0 && decoded < read, "{prm_stats}");
+}
+
+#[test]
+fn a_sequence_count_out_of_range_names_the_flag() {
+    let out = ponder(&["solve", "q", "--sequences", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--sequences"), "{err}");
 }
 
 #[test]
