@@ -478,7 +478,7 @@ struct Worker {
 }
 
 /// Most sequences [`Worker::compact`] moves in one step.
-const MAX_MOVES_PER_STEP: usize = 8;
+const MAX_MOVES_PER_STEP: usize = 64;
 
 /// Bound on remembered step rewards before the memo is cleared.
 const REWARD_CACHE_LIMIT: usize = 1 << 18;
