@@ -270,6 +270,21 @@ def prm_text(messages: list[dict], steps: list[str]) -> str:
     return render_chat(messages, True) + "\n".join(s.strip() + " " + STEP_TAG for s in steps)
 
 
+def prm_encode(messages: list[dict], steps: list[str]) -> tuple[list[int], list[tuple[int, int]]]:
+    """encode(prm_text(messages, steps)), and for each step the token span [start, end) of its
+    stripped text (the tokenizer is byte-level, so spans follow from byte lengths)."""
+    toks = encode(prm_text(messages, steps))
+    pos = len(encode(render_chat(messages, True)))
+    spans = []
+    for j, s in enumerate(steps):
+        pos += 1 if j else 0  # the "\n" between steps
+        n = len(encode(s.strip()))
+        spans.append((pos, pos + n))
+        pos += n + 2  # " " and the tag
+        assert toks[pos - 1] == STEP_ID, "prm_encode out of step with prm_text"
+    return toks, spans
+
+
 # ---------------------------------------------------------------------------------------------
 # Data files.
 

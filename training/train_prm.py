@@ -318,22 +318,15 @@ def main():
                 and rng.random() < 0.25:
             steps = steps[:-2] + [steps[-2] + "\n" + steps[-1]]
             lab = lab[:-2] + [lab[-1]]
-        msgs = s["messages"]
-        # Built piece by piece (the tokenizer is byte-level, so this equals encoding
-        # prm_text whole) to know which tokens belong to which step.
-        toks = C.encode(C.render_chat(msgs, True))
+        toks, spans = C.prm_encode(s["messages"], steps)
         lm = [-100] * len(toks)
-        for j, (step, good) in enumerate(zip(steps, lab)):
-            sep = C.encode("\n") if j else []
-            body = C.encode(step.strip(), parse_special=False)
-            start = len(toks) + len(sep)
-            toks += sep + body + C.encode(" ") + [C.STEP_ID]
-            lm += [-100] * (len(toks) - len(lm))
-            if good and args.lm_weight > 0:
-                # Next-token targets inside a right step: the PRM keeps computing the digits
-                # it checks (position p predicts token p + 1).
-                for q in range(start, start + len(body) - 1):
-                    lm[q] = toks[q + 1]
+        if args.lm_weight > 0:
+            for (start, end), good in zip(spans, lab):
+                if good:
+                    # Next-token targets inside a right step: the PRM keeps computing the digits
+                    # it checks (position p predicts token p + 1).
+                    for q in range(start, end - 1):
+                        lm[q] = toks[q + 1]
         tgt = [-100] * len(toks)
         pos = [p for p, x in enumerate(toks) if x == C.STEP_ID]
         assert len(pos) == len(lab), (len(pos), len(lab))

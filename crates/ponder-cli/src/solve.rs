@@ -240,15 +240,12 @@ fn engine_models(
 pub(crate) fn load_engine(models: &EngineModels, seed: u64) -> anyhow::Result<Arc<Engine>> {
     let config = || EngineConfig {
         seed,
-        runner: {
-            let mut runner = RunnerConfig {
-                threads: models.threads,
-                ..Default::default()
-            };
-            if let Some(n) = models.sequences {
-                runner.sequences = n;
-            }
-            runner
+        runner: RunnerConfig {
+            threads: models.threads,
+            sequences: models
+                .sequences
+                .unwrap_or(RunnerConfig::default().sequences),
+            ..Default::default()
         },
     };
     let mut engine = Engine::load(&models.model, config())?;

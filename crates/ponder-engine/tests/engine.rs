@@ -210,10 +210,8 @@ fn rollback_and_fork(path: &Path, unified: bool) {
     assert!(diff < 1e-4, "unified {unified}: fork differs by {diff}");
 }
 
-/// Last-position logits of `prompt`, straight from a runner.
-fn last_logits(path: &Path, prompt: &str) -> Vec<f32> {
-    let mut r = Runner::load(path, &RunnerConfig::default()).expect("load");
-    let toks = r.tokenize(prompt, true);
+/// Decodes `toks` into sequence 0 of `r` and returns the last position's logits.
+fn prefill(r: &mut Runner, toks: &[u32]) -> Vec<f32> {
     let items: Vec<BatchItem> = toks
         .iter()
         .enumerate()
@@ -230,6 +228,13 @@ fn last_logits(path: &Path, prompt: &str) -> Vec<f32> {
     logits
 }
 
+/// Last-position logits of `prompt`, straight from a runner.
+fn last_logits(path: &Path, prompt: &str) -> Vec<f32> {
+    let mut r = Runner::load(path, &RunnerConfig::default()).expect("load");
+    let toks = r.tokenize(prompt, true);
+    prefill(&mut r, &toks)
+}
+
 #[test]
 fn a_batch_in_any_order_decodes_as_its_sequences_alone_in_one_pass_per_id_run() {
     let path = tiny("order", false);
@@ -244,17 +249,7 @@ fn a_batch_in_any_order_decodes_as_its_sequences_alone_in_one_pass_per_id_run() 
         )
         .expect("load");
         let toks = r.tokenize(prompt, true);
-        let items: Vec<BatchItem> = toks
-            .iter()
-            .enumerate()
-            .map(|(i, &t)| BatchItem {
-                token: t,
-                pos: i as u32,
-                seq: 0,
-                logits: false,
-            })
-            .collect();
-        r.decode(&items, |_, _| {}).expect("prefill");
+        prefill(&mut r, &toks);
         (r, toks.len() as u32)
     };
     let step = |seq: i32, len: u32| BatchItem {
@@ -383,19 +378,7 @@ fn logprobs_equal_an_independent_log_softmax() {
         .block_on(e.tokenize(prompt.clone()))
         .expect("tokenize");
     let mut r = Runner::load(&path, &RunnerConfig::default()).expect("load");
-    let items: Vec<BatchItem> = toks
-        .iter()
-        .enumerate()
-        .map(|(i, &t)| BatchItem {
-            token: t,
-            pos: i as u32,
-            seq: 0,
-            logits: i + 1 == toks.len(),
-        })
-        .collect();
-    let mut logits = Vec::new();
-    r.decode(&items, |_, l| logits = l.to_vec())
-        .expect("decode");
+    let logits = prefill(&mut r, &toks);
     // Log-softmax written out here, independently of the crate's sampler.
     let m = logits
         .iter()
