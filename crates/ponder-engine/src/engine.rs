@@ -15,6 +15,26 @@
 //! cached tokens pass a quarter of the cells (every occupied cell costs attention time). When the cache is
 //! full and nothing idle is left, the longest running completion ends with `length`.
 //!
+//! # Text-aligned prefix reuse
+//!
+//! A step-search client sends the next step as text: the previous prompt, the generated text,
+//! more. That text need not tokenise back to the tokens the model wrote: invalid UTF-8 comes
+//! back as U+FFFD, and a model may write `" 1"`, `"2"` where the tokeniser writes `" 12"`. So a
+//! generation's prompt is matched by text as well as by tokens: when a cached token path
+//! renders to a prefix of the prompt text (rendered as generated output is: pieces decoded with
+//! invalid bytes as U+FFFD; a control token as its text form, when that text tokenises back to
+//! it), ending after a token with no UTF-8 character left incomplete, the prompt is that path's
+//! tokens followed by the rest of the text tokenised. This is used only when it reuses more
+//! tokens and decodes fewer than the plain tokenisation's cached prefix would; otherwise (valid
+//! text that tokenises as it was cached, say) the plain tokens are used, as before. Usage
+//! reports the tokens actually used: `prompt_tokens` counts them, `cached_tokens` the reused ones.
+//!
+//! A prompt that continues a cached generation therefore continues from the tokens the model
+//! wrote, while the same prompt on a cold cache is decoded from its plain tokenisation. The two
+//! token lists differ, and so may the outputs: a completion can depend on whether the
+//! generation it continues is still cached (with a fixed seed, too). Rewards and
+//! [`Engine::tokenize`] always use the plain tokenisation.
+//!
 //! Stopping a stream (dropping it) is noticed before the next step; the sequence is released
 //! then, and no further tokens are sent.
 
@@ -32,6 +52,7 @@ use ponder_core::{
 };
 use tokio::sync::{mpsc as tmpsc, oneshot};
 
+use crate::align::{longest_text_match, take_utf8, TokenPieces};
 use crate::error::EngineError;
 use crate::runner::{id_runs, BatchItem, DecodeFailure, Runner, RunnerConfig};
 use crate::sampler::{sample, Sampled, SamplerConfig};
@@ -50,7 +71,8 @@ pub struct EngineConfig {
 /// What the engine counted since it started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct EngineStats {
-    /// Prompt tokens of every generation request, as sent.
+    /// Prompt tokens of every generation request, as used: a prompt that continues cached text
+    /// counts the cached path's tokens for that text (see the module doc).
     pub prompt_tokens: u64,
     /// Prompt tokens actually decoded (the rest came from the prefix cache or a fork).
     pub prompt_tokens_decoded: u64,
@@ -345,7 +367,9 @@ impl Engine {
         }
     }
 
-    /// The tokens a prompt renders to (chat template applied), as the engine would decode them.
+    /// The tokens a prompt renders to (chat template applied), as the engine would decode them
+    /// on an empty cache. A generation whose prompt continues a cached generation may decode
+    /// other tokens for the same text (see the module doc).
     pub async fn tokenize(&self, prompt: Prompt) -> Result<Vec<u32>, BackendError> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Tokenize {
@@ -445,6 +469,8 @@ struct Active {
 
 /// A generation request waiting for sequence ids.
 struct Waiting {
+    /// The rendered prompt, and its plain tokenisation.
+    text: String,
     tokens: Vec<u32>,
     request: Box<GenerationRequest>,
     events: Events,
@@ -464,6 +490,8 @@ struct Worker {
     eog: Vec<u32>,
     /// Each token's text, for log-probability records.
     pieces: Vec<String>,
+    /// Each token's bytes for text-aligned prefix matching.
+    text_pieces: TokenPieces,
     trie: PrefixTrie,
     idle: HashMap<SeqId, Idle>,
     /// Unused sequence ids. The lowest is taken first, so that running sequences sit on
@@ -540,6 +568,7 @@ impl Worker {
         let pieces = (0..runner.n_vocab() as u32)
             .map(|t| String::from_utf8_lossy(&runner.token_bytes(t, true)).into_owned())
             .collect();
+        let text_pieces = TokenPieces::from_runner(&runner);
         let free = (0..runner.sequences() as SeqId).collect();
         Ok(Worker {
             name,
@@ -548,6 +577,7 @@ impl Worker {
             info,
             template,
             pieces,
+            text_pieces,
             trie: PrefixTrie::new(),
             idle: HashMap::new(),
             free,
@@ -601,7 +631,7 @@ impl Worker {
         match cmd {
             Command::Generate { request, events } => {
                 match self.render(&request.prompt, &request.extra) {
-                    Ok(tokens) => self.enqueue(tokens, request, events),
+                    Ok((text, tokens)) => self.enqueue(text, tokens, request, events),
                     Err(e) => {
                         let _ = events.send(Err(e));
                     }
@@ -610,18 +640,24 @@ impl Worker {
             Command::Rewards { requests, reply } => {
                 let _ = reply.send(self.rewards(&requests));
             }
+            // Plain tokenisation: the answer says what the text tokenises to, whatever the
+            // cache holds (a generation may decode other tokens for text it can align, see
+            // `text_aligned`).
             Command::Tokenize { prompt, reply } => {
-                let _ = reply.send(self.render(&prompt, &serde_json::Map::new()));
+                let _ = reply.send(
+                    self.render(&prompt, &serde_json::Map::new())
+                        .map(|(_, tokens)| tokens),
+                );
             }
         }
     }
 
-    /// Renders and tokenises a prompt.
+    /// Renders a prompt to text and tokenises it (plainly, without looking at the cache).
     fn render(
         &self,
         prompt: &Prompt,
         extra: &serde_json::Map<String, serde_json::Value>,
-    ) -> Result<Vec<u32>, BackendError> {
+    ) -> Result<(String, Vec<u32>), BackendError> {
         let text = match prompt {
             Prompt::Text(text) => text.clone(),
             Prompt::Chat {
@@ -655,10 +691,57 @@ impl Worker {
                 ),
             }));
         }
-        Ok(tokens)
+        Ok((text, tokens))
     }
 
-    fn enqueue(&mut self, tokens: Vec<u32>, request: Box<GenerationRequest>, events: Events) {
+    /// The tokens a generation decodes for the prompt `text`, whose plain tokenisation is
+    /// `plain`. When a cached path renders to a prefix of the text (see [`longest_text_match`])
+    /// and reusing it decodes fewer tokens than reusing the longest cached prefix of `plain`,
+    /// that path followed by the rest of the text tokenised; otherwise `plain`.
+    fn text_aligned(&self, text: &str, plain: Vec<u32>) -> Vec<u32> {
+        // Reusable tokens: the last one is always decoded, for its logits.
+        let reusable = |tokens: &[u32]| {
+            self.trie
+                .longest_prefix(tokens)
+                .map_or(0, |(n, _)| n)
+                .min(tokens.len() - 1)
+        };
+        let plain_reused = reusable(&plain);
+        let plain_decoded = plain.len() - plain_reused;
+        if plain_decoded <= 1 {
+            return plain;
+        }
+        let Some(found) = longest_text_match(&self.trie, &self.text_pieces, text) else {
+            return plain;
+        };
+        let Some(rest) = text.get(found.text_len..) else {
+            return plain;
+        };
+        let rest_tokens = self.runner.tokenize(rest, true);
+        // Some tokenisers change a fragment of text (SentencePiece prefixes a space): then
+        // the two parts would not add up to the prompt.
+        if !self.text_pieces.render_exactly(&rest_tokens, rest) {
+            return plain;
+        }
+        let mut tokens = found.tokens;
+        tokens.extend(rest_tokens);
+        let reused = reusable(&tokens);
+        if tokens.len() >= self.runner.sequence_limit() as usize
+            || reused <= plain_reused
+            || tokens.len() - reused >= plain_decoded
+        {
+            return plain;
+        }
+        tokens
+    }
+
+    fn enqueue(
+        &mut self,
+        text: String,
+        tokens: Vec<u32>,
+        request: Box<GenerationRequest>,
+        events: Events,
+    ) {
         let n = request.params.n;
         if n > self.runner.sequences() {
             let _ = events.send(Err(BackendError::InvalidRequest(
@@ -678,6 +761,7 @@ impl Worker {
             s
         });
         self.waiting.push_back(Waiting {
+            text,
             tokens,
             request,
             events,
@@ -801,11 +885,14 @@ impl Worker {
 
     fn start(&mut self, w: Waiting) {
         let Waiting {
+            text,
             tokens,
             request,
             events,
             seed,
         } = w;
+        // Aligned now, not when the request arrived: this is the cache `prefill` will use.
+        let tokens = self.text_aligned(&text, tokens);
         let params = &request.params;
         let n = params.n;
         let len = tokens.len();
@@ -1149,6 +1236,12 @@ impl Worker {
     }
 
     /// Scores steps with the loaded PRM. See [`prm_text`] for the input format.
+    ///
+    /// Reward texts keep their plain tokenisation, without text-aligned reuse: a PRM scores
+    /// text as its tokeniser writes it, whatever a policy wrote; the step-tag positions and the
+    /// reward memo's keys come from these tokens, so a text gets the same rewards whatever the
+    /// cache holds; and the cached reward texts a new one extends share its steps' tokens
+    /// anyway.
     fn rewards(&mut self, requests: &[RewardRequest]) -> Result<Vec<RewardResponse>, BackendError> {
         let Some(prm) = self.info.prm.clone() else {
             return Err(BackendError::Unsupported {
@@ -1260,34 +1353,6 @@ pub fn prm_text(steps: &[String], step_tag: &str) -> String {
         .join("\n")
 }
 
-/// Takes the longest valid UTF-8 prefix of `buf` as text; invalid bytes become U+FFFD, a
-/// trailing incomplete character waits for the next token.
-fn take_utf8(buf: &mut Vec<u8>) -> String {
-    match std::str::from_utf8(buf) {
-        Ok(s) => {
-            let s = s.to_string();
-            buf.clear();
-            s
-        }
-        Err(e) => {
-            let valid = e.valid_up_to();
-            match e.error_len() {
-                None => {
-                    let s = String::from_utf8_lossy(&buf[..valid]).into_owned();
-                    buf.drain(..valid);
-                    s
-                }
-                Some(bad) => {
-                    let mut s = String::from_utf8_lossy(&buf[..valid + bad]).into_owned();
-                    buf.drain(..valid + bad);
-                    s.push_str(&take_utf8(buf));
-                    s
-                }
-            }
-        }
-    }
-}
-
 fn clone_err(e: &BackendError) -> BackendError {
     match e {
         BackendError::Engine { backend, message } => BackendError::Engine {
@@ -1304,17 +1369,6 @@ fn clone_err(e: &BackendError) -> BackendError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn utf8_is_held_until_complete() {
-        let mut buf = vec![b'a', 0xE2, 0x86];
-        assert_eq!(take_utf8(&mut buf), "a");
-        buf.push(0x92);
-        assert_eq!(take_utf8(&mut buf), "→");
-        let mut bad = vec![0xFF, b'b'];
-        assert_eq!(take_utf8(&mut bad), "\u{FFFD}b");
-        assert!(bad.is_empty());
-    }
 
     #[test]
     fn prm_text_format() {

@@ -11,8 +11,11 @@
 //! * [`Engine`]: load a model, serve generations and rewards (`engine`).
 //! * [`runner`]: the only module that touches llama.cpp types.
 //! * [`sampler`], [`trie`], [`template`], [`gguf`]: pure Rust parts, tested without a model.
+//! * `align` (private): text-aligned prefix reuse, matching cached token paths against a
+//!   prompt's text.
 //! * [`tiny`]: tiny random-weight models for tests and benchmarks.
 
+mod align;
 pub mod engine;
 pub mod error;
 pub mod gguf;

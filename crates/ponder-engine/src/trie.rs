@@ -16,6 +16,16 @@ struct Node {
     holders: Vec<SeqId>,
 }
 
+/// A path found by [`PrefixTrie::longest_accepted`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted<S> {
+    pub tokens: Vec<u32>,
+    /// A sequence whose cells hold `tokens`.
+    pub seq: SeqId,
+    /// The walk's state after the last token.
+    pub state: S,
+}
+
 /// Radix trie over token sequences.
 #[derive(Debug)]
 pub struct PrefixTrie {
@@ -135,6 +145,67 @@ impl PrefixTrie {
         }
     }
 
+    /// The longest cached path that `step` accepts token by token and that ends where `step`
+    /// allows: its tokens, a sequence holding them, and `step`'s state after the last of them.
+    ///
+    /// `step(state, token)` returns `None` when `token` cannot come next (the branch is
+    /// dropped), else whether the path may end after it. Every branch `step` accepts is
+    /// followed, depth first, and each cached token position is visited at most once, so a
+    /// walk costs at most the tokens held and usually only the accepted ones. Of equally long
+    /// paths, the first one found is returned.
+    pub fn longest_accepted<S: Clone>(
+        &self,
+        start: S,
+        mut step: impl FnMut(&mut S, u32) -> Option<bool>,
+    ) -> Option<Accepted<S>> {
+        // The tokens from the root to the node being walked; a frame knows how many of them
+        // lead to its node.
+        let mut path: Vec<u32> = Vec::new();
+        let mut best: Option<Accepted<S>> = None;
+        let mut frames: Vec<(usize, usize, S)> = self
+            .node(0)
+            .children
+            .iter()
+            .map(|&c| (c, 0, start.clone()))
+            .collect();
+        while let Some((at, depth, mut state)) = frames.pop() {
+            path.truncate(depth);
+            let node = self.node(at);
+            let mut end: Option<(usize, S)> = None;
+            let mut whole_edge = true;
+            for &token in &node.edge {
+                match step(&mut state, token) {
+                    None => {
+                        whole_edge = false;
+                        break;
+                    }
+                    Some(may_end) => {
+                        path.push(token);
+                        if may_end {
+                            end = Some((path.len(), state.clone()));
+                        }
+                    }
+                }
+            }
+            // Only the deepest end on this edge can improve on `best`, so the path is copied
+            // at most once per node.
+            if let (Some((len, end_state)), Some(&seq)) = (end, node.holders.first()) {
+                if best.as_ref().is_none_or(|b| len > b.tokens.len()) {
+                    best = Some(Accepted {
+                        tokens: path[..len].to_vec(),
+                        seq,
+                        state: end_state,
+                    });
+                }
+            }
+            if whole_edge {
+                let depth = path.len();
+                frames.extend(node.children.iter().map(|&c| (c, depth, state.clone())));
+            }
+        }
+        best
+    }
+
     /// Forgets that `seq` holds `tokens` (the same tokens it was inserted with).
     pub fn remove(&mut self, tokens: &[u32], seq: SeqId) {
         let mut path = vec![0usize];
@@ -207,6 +278,39 @@ mod tests {
         assert_eq!(t.longest_prefix(&[1, 2, 8, 8]), Some((3, 9)));
         assert_eq!(t.longest_prefix(&[1, 2, 3, 4]), Some((4, 7)));
         assert_eq!(t.longest_prefix(&[1, 2, 0]).map(|p| p.0), Some(2));
+    }
+
+    #[test]
+    fn longest_accepted_follows_every_accepted_branch() {
+        let mut t = PrefixTrie::new();
+        t.insert(&[1, 2, 3, 4], 1);
+        t.insert(&[1, 2, 5, 6, 7], 2);
+        t.insert(&[1, 8], 3);
+        // Accepts tokens below 7, ends after even ones; the state counts accepted tokens.
+        let walk = |t: &PrefixTrie| {
+            t.longest_accepted(0usize, |n, tok| {
+                *n += 1;
+                (tok < 7).then_some(tok % 2 == 0)
+            })
+        };
+        // [1,2,3,4] ends after 4 and [1,2,5,6] after 6 (7 is refused): 4 tokens each, either
+        // may be found first. [1,8] ends after 1 (8 is refused).
+        let found = walk(&t).expect("a path");
+        assert_eq!((found.tokens.len(), found.state), (4, 4));
+        assert!(
+            [(vec![1, 2, 3, 4], 1), (vec![1, 2, 5, 6], 2)]
+                .contains(&(found.tokens.clone(), found.seq)),
+            "{found:?}"
+        );
+        t.insert(&[1, 2, 5, 6, 0, 2], 4);
+        let found = walk(&t).expect("a path");
+        assert_eq!(
+            (found.tokens, found.seq, found.state),
+            (vec![1, 2, 5, 6, 0, 2], 4, 6)
+        );
+        // Nothing accepted, or no place to end: no path.
+        assert_eq!(t.longest_accepted((), |_, _| None), None);
+        assert_eq!(t.longest_accepted((), |_, _| Some(false)), None);
     }
 
     #[test]
