@@ -30,15 +30,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / ".train" / "data"
 
-KEEP = ("id", "difficulty", "question", "start", "steps", "answer", "solution")
+KEEP = ("id", "difficulty", "question", "start", "steps", "answer", "solution", "worked_solution")
 
 
-def generate(ponder: str, difficulty: str, n: int, seed: int) -> list[dict]:
+def generate(ponder: str, difficulty: str, n: int, seed: int, worked: bool = False) -> list[dict]:
+    """`ponder task generate` records; with `worked`, each also has a `worked_solution` (the
+    reference with work lines along random routes, drawn from the problem seed's own stream)."""
     with tempfile.NamedTemporaryFile(suffix=".jsonl", delete=False) as tmp:
         path = tmp.name
     try:
         subprocess.run([ponder, "task", "generate", "--difficulty", difficulty, "--n", str(n),
-                        "--seed", str(seed), "-o", path], check=True, capture_output=True)
+                        "--seed", str(seed), "-o", path] + (["--worked", str(seed)] if worked else []),
+                       check=True, capture_output=True)
         with open(path, encoding="utf-8") as f:
             return [json.loads(line) for line in f if line.strip()]
     finally:
@@ -50,7 +53,7 @@ def write(name: str, recs: list[dict]) -> None:
     path = OUT / f"{name}.jsonl.xz"
     with lzma.open(path, "wt", encoding="utf-8", preset=6) as f:
         for r in recs:
-            f.write(json.dumps({k: r[k] for k in KEEP}, separators=(",", ":")) + "\n")
+            f.write(json.dumps({k: r[k] for k in KEEP if k in r}, separators=(",", ":")) + "\n")
     print(f"  {path.relative_to(ROOT)}: {len(recs)} problems, {path.stat().st_size / 1e6:.1f} MB")
 
 
@@ -85,7 +88,7 @@ def main() -> None:
 
     sizes = {"easy": (1001, 60000), "medium": (1002, 120000), "hard": (1003, 200000)}
     for d, (seed, n) in sizes.items():
-        recs = generate(args.ponder, d, max(1, int(n * args.scale)), seed)
+        recs = generate(args.ponder, d, max(1, int(n * args.scale)), seed, worked=True)
         kept = fresh(recs)
         print(f"train_{d}: seed {seed}, {len(recs)} generated, {len(recs) - len(kept)} dropped")
         write(f"train_{d}", kept)

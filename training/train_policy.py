@@ -34,18 +34,21 @@ from model import Config, Transformer  # noqa: E402
 DATA = Path(__file__).resolve().parent.parent / ".train" / "data"
 
 
-def build_example(rec: dict, rng: random.Random) -> tuple[list[int], int]:
-    """(tokens, index of the first loss token)."""
+def build_example(rec: dict, rng: random.Random, worked: bool) -> tuple[list[int], int]:
+    """(tokens, index of the first loss token). With `worked`, the target is the record's
+    worked solution (work lines along random routes before some steps; see `ponder_task::worked`)."""
     prompt = C.encode(C.render_chat(C.sample_messages(rec, rng), True))
-    answer = C.encode(rec["solution"], parse_special=False) + [C.IM_END_ID]
+    target = rec["worked_solution"] if worked else rec["solution"]
+    answer = C.encode(target, parse_special=False) + [C.IM_END_ID]
     return prompt + answer, len(prompt)
 
 
 class Batcher:
     """Random examples, grouped by length: draw `group` batches' worth, sort by length, split."""
 
-    def __init__(self, recs, weights, batch, seed, device, group=32):
+    def __init__(self, recs, weights, batch, seed, device, worked, group=32):
         self.recs, self.batch, self.device, self.group = recs, batch, device, group
+        self.worked = worked
         self.rng = random.Random(seed)
         self.np_rng = np.random.default_rng(seed)
         self.p = np.asarray(weights, dtype=np.float64) / np.sum(weights)
@@ -53,7 +56,7 @@ class Batcher:
 
     def _refill(self):
         idx = self.np_rng.choice(len(self.recs), size=self.batch * self.group, p=self.p)
-        ex = [build_example(self.recs[i], self.rng) for i in idx]
+        ex = [build_example(self.recs[i], self.rng, self.worked) for i in idx]
         ex.sort(key=lambda e: len(e[0]))
         batches = [ex[i:i + self.batch] for i in range(0, len(ex), self.batch)]
         self.rng.shuffle(batches)
@@ -109,6 +112,11 @@ def main():
     ap.add_argument("--final-dev", type=int, default=600)
     ap.add_argument("--final-sampled", type=int, default=200)
     ap.add_argument("--keep", type=int, default=3, help="checkpoints written besides the pick")
+    ap.add_argument("--worked", action="store_true",
+                    help="train on worked solutions (work lines along random routes)")
+    ap.add_argument("--final-count", type=int, default=5, help="latest checkpoints fully evaluated")
+    ap.add_argument("--test-temps", default="0.7,1.0", help="temperatures of the seed-0 test evaluation")
+    ap.add_argument("--max-new", type=int, default=400, help="generation limit of the evaluations")
     args = ap.parse_args()
 
     out = Path(args.out)
@@ -150,7 +158,7 @@ def main():
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=args.lr, betas=(0.9, 0.95), eps=1e-8,
                             fused=device.type == "cuda")
-    batcher = Batcher(recs, weights, args.batch, args.seed, device)
+    batcher = Batcher(recs, weights, args.batch, args.seed, device, args.worked)
     amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     log = {"args": vars(args), "config": cfg.to_dict(), "params": model.n_params(), "evals": []}
@@ -197,7 +205,7 @@ def main():
         last = step == total - 1 or time.time() - t_train > args.time_limit * 1.1
         if (step + 1) % args.eval_every == 0 or last:
             te = time.time()
-            r = evaluate(model, dev[:n_quick], max_new=400)
+            r = evaluate(model, dev[:n_quick], max_new=args.max_new)
             r.pop("greedy_examples")
             r.update(step=step + 1, train_s=round(time.time() - t_train, 1))
             print(f"  eval step {step + 1}: {json.dumps(r)} ({time.time() - te:.1f}s)", flush=True)
@@ -206,6 +214,9 @@ def main():
             t_train += time.time() - te  # evaluation time is not training time
         if last:
             break
+    from safetensors.torch import save_file
+    save_file(ckpts[-1][1], str(out / "policy_last.safetensors"),
+              metadata={"config": json.dumps(cfg.to_dict()), "step": str(ckpts[-1][0])})
     log["train_seconds"] = round(time.time() - t_train, 1)
     log["steps_done"] = step + 1
     print(f"trained {step + 1} steps in {log['train_seconds']}s", flush=True)
@@ -213,11 +224,12 @@ def main():
     # Full evaluation of the later checkpoints; pick one in the band.
     lo, hi = (float(x) for x in args.band.split(","))
     full = []
-    for s, st in ckpts[-5:]:
+    for s, st in ckpts[-args.final_count:]:
         load_fp16_state(model, st)
         te = time.time()
         r = evaluate(model, dev[:args.final_dev], n_samples=16, temperature=0.7,
-                     n_sampled_problems=args.final_sampled, seed=args.seed, batch=2048)
+                     n_sampled_problems=args.final_sampled, seed=args.seed, batch=2048,
+                     max_new=args.max_new)
         ex = r.pop("greedy_examples")
         r["step"] = s
         print(f"full eval step {s} ({time.time() - te:.1f}s): {json.dumps(r)}", flush=True)
@@ -232,32 +244,35 @@ def main():
         pick = min(full, key=lambda f: abs(f[2]["greedy_acc"] - (lo + hi) / 2))
     s, st, r, ex = pick
     print(f"PICK step {s}: greedy {r['greedy_acc']:.3f}, maj@16 {r['majority_at_n']:.3f}", flush=True)
+    # Weights are written before the test evaluations, so a run cut short keeps them.
+    meta = {"config": json.dumps(cfg.to_dict()), "step": str(s)}
+    save_file(st, str(out / "policy.safetensors"), metadata=meta)
+    others = [f for f in full if f[0] != s][-args.keep:]
+    for fs, fst, _, _ in others:
+        save_file(fst, str(out / f"policy_step{fs}.safetensors"), metadata={**meta, "step": str(fs)})
+    log.update(full_evals=[f[2] for f in full], pick_step=s, pick_eval=r)
+    (out / "policy_log.json").write_text(json.dumps(log, indent=1))
     print("example greedy output:\n" + ex[0], flush=True)
     load_fp16_state(model, st)
     # Seed-0 test problems (Ponder's default synthetic-hard eval set), T=0.7 and 1.0; other prompts.
-    rt = evaluate(model, test, n_samples=16, temperature=0.7, seed=args.seed, batch=2048)
-    rt.pop("greedy_examples")
-    rt1 = evaluate(model, test, n_samples=16, temperature=1.0, seed=args.seed, batch=2048)
-    rt1.pop("greedy_examples")
-    print(f"test seed0 T=0.7: {json.dumps(rt)}\ntest seed0 T=1.0: {json.dumps(rt1)}", flush=True)
+    tests = {}
+    for temp in (float(t) for t in args.test_temps.split(",") if t.strip()):
+        rt = evaluate(model, test, n_samples=16, temperature=temp, seed=args.seed, batch=2048,
+                      max_new=args.max_new)
+        rt.pop("greedy_examples")
+        tests[f"test_seed0_t{temp:g}"] = rt
+        print(f"test seed0 T={temp:g}: {json.dumps(rt)}", flush=True)
     demos = []
     for msgs in ([{"role": "user", "content": "Tom has 12 apples and buys 5 more. How many apples does he have?"}],
                  [{"role": "user", "content": dev[0]["question"]}],
                  [{"role": "system", "content": C.DEFAULT_SYSTEM_PROMPT},
                   {"role": "user", "content": "Sara has 40 cookies. She eats 7 cookies and then bakes 3 times as many. How many cookies does she have?"}]):
         from model import generate
-        o = generate(model, [C.encode(C.render_chat(msgs, True))], 400, 0.0, C.IM_END_ID)[0]
+        o = generate(model, [C.encode(C.render_chat(msgs, True))], args.max_new, 0.0, C.IM_END_ID)[0]
         demos.append({"messages": msgs, "greedy": C.decode(o)})
         print(f"demo {msgs[-1]['content'][:60]!r} ->\n{C.decode(o)}", flush=True)
-    log.update(full_evals=[f[2] for f in full], pick_step=s, pick_eval=r, test_seed0_t07=rt,
-               test_seed0_t10=rt1, demos=demos)
+    log.update(full_evals=[f[2] for f in full], pick_step=s, pick_eval=r, demos=demos, **tests)
 
-    from safetensors.torch import save_file
-    meta = {"config": json.dumps(cfg.to_dict()), "step": str(s)}
-    save_file(st, str(out / "policy.safetensors"), metadata=meta)
-    others = [f for f in full if f[0] != s][-args.keep:]
-    for fs, fst, _, _ in others:
-        save_file(fst, str(out / f"policy_step{fs}.safetensors"), metadata={**meta, "step": str(fs)})
     (out / "policy_log.json").write_text(json.dumps(log, indent=1))
     print(f"wrote {out}", flush=True)
 

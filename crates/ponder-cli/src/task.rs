@@ -23,6 +23,11 @@ pub enum TaskCommand {
         /// Output file. Default: stdout.
         #[arg(long, short)]
         out: Option<PathBuf>,
+        /// Also write a `worked_solution` field: the reference solution with work lines along
+        /// randomly chosen routes (training data for the bundled policy), drawn from
+        /// `SeededRng::derive(<this seed>, "ponder-task/worked/v1/<problem id>")`.
+        #[arg(long)]
+        worked: Option<u64>,
     },
 }
 
@@ -33,11 +38,23 @@ pub fn run(command: TaskCommand) -> anyhow::Result<()> {
             seed,
             difficulty,
             out,
+            worked,
         } => {
             let problems = ponder_task::generate(seed, difficulty, n);
             let mut text = String::new();
             for p in &problems {
-                text.push_str(&serde_json::to_string(&p.to_record())?);
+                let mut record = p.to_record();
+                if let (Some(route_seed), Some(fields)) = (worked, record.as_object_mut()) {
+                    let mut rng = ponder_core::SeededRng::derive(
+                        route_seed,
+                        &format!("ponder-task/worked/v1/{}", p.id),
+                    );
+                    fields.insert(
+                        "worked_solution".into(),
+                        ponder_task::worked_solution(p, &mut rng).into(),
+                    );
+                }
+                text.push_str(&serde_json::to_string(&record)?);
                 text.push('\n');
             }
             match out {

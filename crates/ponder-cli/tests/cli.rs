@@ -417,6 +417,48 @@ async fn task_generate_writes_seeded_jsonl() {
     assert_eq!(lines.len(), 25);
     assert_eq!(lines[0]["difficulty"], "hard");
     assert!(lines[0]["answer"].is_number());
+    assert!(lines.iter().all(|l| l.get("worked_solution").is_none()));
+
+    // `--worked`: the same records plus a worked solution that checks like the reference.
+    let worked = ponder(
+        args(&[
+            "task",
+            "generate",
+            "--n",
+            "25",
+            "--seed",
+            "7",
+            "--difficulty",
+            "hard",
+            "--worked",
+            "3",
+        ]),
+        vec![],
+    )
+    .await;
+    assert!(worked.status.success(), "{}", stderr(&worked));
+    let worked_text = String::from_utf8_lossy(&worked.stdout).into_owned();
+    let problems = ponder_task::generate(7, ponder_task::Difficulty::Hard, 25);
+    let mut work_lines = 0;
+    for ((line, plain), problem) in worked_text.lines().zip(&lines).zip(&problems) {
+        let mut record: serde_json::Value = serde_json::from_str(line).expect("JSON");
+        let solution = record["worked_solution"]
+            .as_str()
+            .expect("a worked solution")
+            .to_owned();
+        let check = ponder_task::check_solution(problem, &solution);
+        assert!(check.correct && check.all_steps_valid, "{solution}");
+        work_lines += solution.lines().filter(|l| l.starts_with("Work:")).count();
+        record
+            .as_object_mut()
+            .expect("object")
+            .remove("worked_solution");
+        assert_eq!(&record, plain);
+    }
+    assert!(
+        work_lines > 25,
+        "{work_lines} work lines in 25 hard problems"
+    );
     let bad = ponder(
         args(&["task", "generate", "--difficulty", "extreme"]),
         vec![],

@@ -81,7 +81,9 @@
 //! [`Problem::to_record`] writes the JSONL record (version [`RECORD_VERSION`]) with `id`,
 //! `difficulty`, `question`, `start`, `steps` (`[{"op": "+", "lhs": 12, "rhs": 5,
 //! "result": 17}, ...]`), `answer` (a number), `solution` (the reference solution), `seed` and
-//! `index`; [`Problem::from_record`] reads it back.
+//! `index`; [`Problem::from_record`] reads it back. `ponder task generate --worked SEED` adds a
+//! `worked_solution` ([`worked_solution`]: the reference with work lines along randomly chosen
+//! routes, training data for the bundled policy), which `from_record` ignores.
 //!
 //! ```
 //! use ponder_task::{check_solution, generate, parse_question, Difficulty};
@@ -99,6 +101,7 @@ mod parse;
 mod problem;
 mod solution;
 mod templates;
+mod worked;
 
 pub use error::TaskError;
 pub use generate::{generate, generate_one};
@@ -108,6 +111,7 @@ pub use solution::{
     check_solution, final_answer, last_boxed, parse_step_line, render_answer, render_step,
     ParsedStep, SolutionCheck, StepCheck,
 };
+pub use worked::{render_work, routes, worked_solution, DIRECT_PROBABILITY, WORK_PREFIX};
 
 /// The instruction that asks a model for the solution format, appended to the question by
 /// [`Problem::prompt`]. It contains no `Step <digits>:` line and no integer `\boxed{}`, so it
