@@ -294,7 +294,7 @@ mod tests {
             })
         };
         // [1,2,3,4] ends after 4 and [1,2,5,6] after 6 (7 is refused): 4 tokens each, either
-        // may be found first. [1,8] ends after 1 (8 is refused).
+        // may be found first. [1,8] has no end (1 is odd, 8 is refused).
         let found = walk(&t).expect("a path");
         assert_eq!((found.tokens.len(), found.state), (4, 4));
         assert!(

@@ -15,6 +15,9 @@ use crate::step::{
     ParticleFilteringFactory, PhiDecodingFactory, UncertaintyCotFactory,
 };
 
+/// Short names accepted for a strategy, and the strategy each stands for.
+pub const ALIASES: &[(&str, &str)] = &[("cot", "chain-of-thought")];
+
 /// Strategies by name.
 #[derive(Clone, Default)]
 pub struct Registry {
@@ -54,10 +57,15 @@ impl Registry {
         self.factories.insert(factory.info().name, factory);
     }
 
-    /// The factory called `name`; the error lists the known names.
+    /// The factory called `name` (or an [`ALIASES`] short name of it, `cot` for
+    /// `chain-of-thought`); the error lists the known names.
     pub fn get(&self, name: &str) -> Result<&Arc<dyn StrategyFactory>, BuildError> {
+        let canonical = ALIASES
+            .iter()
+            .find(|(alias, _)| *alias == name)
+            .map_or(name, |(_, target)| target);
         self.factories
-            .get(name)
+            .get(canonical)
             .ok_or_else(|| BuildError::UnknownStrategy {
                 name: name.to_string(),
                 known: self.names().join(", "),
@@ -92,5 +100,17 @@ mod tests {
         let names = Registry::builtin().names().join(", ");
         assert!(err.ends_with(&format!("(known: {names})")), "{err}");
         assert!(names.contains("baseline") && names.contains("self-consistency"));
+    }
+
+    #[test]
+    fn aliases_name_registered_strategies() {
+        let r = Registry::builtin();
+        let cot = r.get("cot").expect("cot is an alias");
+        assert_eq!(cot.info().name, "chain-of-thought");
+        for (alias, target) in ALIASES {
+            assert!(r.names().contains(target), "{alias} -> {target}");
+            assert!(!r.names().contains(alias), "{alias} shadows a strategy");
+        }
+        assert!(r.get("Cot").is_err());
     }
 }
