@@ -244,6 +244,34 @@ def parse_steps(text: str) -> list[tuple[int, int, str, int, int]]:
     return out
 
 
+_EXPR_RE = re.compile(r"(-?\d+)\s*([-+*/])\s*(-?\d+)\s*=\s*(-?\d+)")
+
+
+def is_work_line(line: str) -> bool:
+    """A work line of a worked solution (`ponder_task::worked`): `Work: a op b = c, ...`."""
+    return line.strip().startswith("Work:")
+
+
+def work_line_ok(line: str, result) -> bool:
+    """Every `a op b = c` of the work line holds exactly, and the last one's `c` is `result`."""
+    exprs = _EXPR_RE.findall(line)
+    if not exprs or result is None:
+        return False
+    for a, op, b, c in exprs:
+        a, b, c = int(a), int(b), int(c)
+        if op == "/":
+            if b == 0 or a % b != 0 or a // b != c:
+                return False
+        elif {"+": a + b, "-": a - b, "*": a * b}[op] != c:
+            return False
+    return int(exprs[-1][3]) == result
+
+
+def count_step_lines(steps: list[str]) -> int:
+    """`Step k:` lines among the given steps (a step may hold several lines)."""
+    return sum(len(parse_steps(s)) for s in steps)
+
+
 def split_steps(solution: str) -> list[str]:
     """The steps of a solution as Ponder's step strategies see them: its non-empty lines,
     stripped (step lines and the final answer line)."""

@@ -141,15 +141,26 @@ def auc(scores, labels):
 
 
 def true_labels(rec, steps):
-    """Exact labels for diagnostics: step k is right while every step so far equals the reference;
-    the answer line is right when its number is the gold answer."""
-    out, ok = [], True
-    for k, s in enumerate(steps, 1):
-        if C.final_answer(s) is not None and not C.parse_steps(s):
+    """Exact labels for diagnostics: the k-th `Step` line is right while every step line so far
+    equals the reference; a work line (`Work: a op b = c, ...`, before the step it computes) is
+    right while everything before it is and its expressions hold and end at the next reference
+    result; the answer line is right when its number is the gold answer. A step holding several
+    lines (merged steps) is labelled by its step and work lines."""
+    out, ok, k = [], True, 0
+    for s in steps:
+        if C.final_answer(s) is not None and not C.parse_steps(s) and not C.is_work_line(s):
             out.append(C.final_answer(s) == rec["answer"])
-        else:
-            ok = ok and C.step_matches_reference(s, k, rec)
-            out.append(ok)
+            continue
+        for line in s.split("\n"):
+            if C.is_work_line(line):
+                nxt = rec["steps"][k]["result"] if k < len(rec["steps"]) else None
+                ok = ok and C.work_line_ok(line, nxt)
+            elif C.parse_steps(line):
+                k += 1
+                ok = ok and C.step_matches_reference(line, k, rec)
+            elif line.strip() and C.final_answer(line) is None:
+                ok = False  # neither a step, a work line nor the answer
+        out.append(ok)
     return out
 
 
@@ -185,6 +196,9 @@ def main():
     ap.add_argument("--problems", type=int, default=3200, help="PRM problems (hard:medium 3:1)")
     ap.add_argument("--samples", type=int, default=2, help="policy solutions per problem")
     ap.add_argument("--rollouts", type=int, default=8)
+    ap.add_argument("--worked", action="store_true",
+                    help="the policy writes work lines (train_policy --worked): longer rollouts")
+    ap.add_argument("--max-new", type=int, default=400, help="generation limit (700 for --worked)")
     ap.add_argument("--steps", type=int, default=800)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-4)
@@ -237,7 +251,7 @@ def main():
             items.append((r, msgs, C.encode(C.render_chat(msgs, True))))
     order = sorted(range(len(items)), key=lambda i: len(items[i][2]))
     items = [items[i] for i in order]
-    outs = gen_batched(policy, [p for _, _, p in items], 400, 1.0, gen, args.gen_batch)
+    outs = gen_batched(policy, [p for _, _, p in items], args.max_new, 1.0, gen, args.gen_batch)
     sols = []
     for (r, msgs, p), o in zip(items, outs):
         text = C.decode([x for x in o if x < 256])  # generated control tokens dropped
@@ -274,9 +288,12 @@ def main():
         for s in todo:
             prefix = s["prompt"] + C.encode("\n".join(s["steps"][:k + 1]) + "\n", parse_special=False)
             prompts += [prefix] * args.rollouts
-        # a continuation needs at most ~45 tokens per remaining reference step plus the answer
-        rem = max(len(s["rec"]["steps"]) - k for s in todo)
-        o = gen_batched(policy, prompts, min(400, 45 * rem + 40), 0.7, gen, args.gen_batch)
+        # a continuation needs at most ~45 tokens per remaining reference step (~130 with a work
+        # line) plus the answer; steps written so far are counted by their `Step` lines
+        rem = max(len(s["rec"]["steps"]) - C.count_step_lines(s["steps"][:k + 1]) for s in todo)
+        per_step = 130 if args.worked else 45
+        o = gen_batched(policy, prompts, min(args.max_new, per_step * max(rem, 1) + 40), 0.7, gen,
+                        args.gen_batch)
         n_roll += len(prompts)
         for i, s in enumerate(todo):
             hits = sum(C.final_answer(C.decode(x)) == s["rec"]["answer"]
@@ -397,7 +414,7 @@ def main():
     dev = C.read_records(DATA / "dev_hard.jsonl.xz")[:(8 if args.tiny else args.bo_problems)]
     n = 16
     prompts = [prompt_ids(r) for r in dev for _ in range(n)]
-    o = gen_batched(policy, prompts, 400, 0.7, gen, args.gen_batch)
+    o = gen_batched(policy, prompts, args.max_new, 0.7, gen, args.gen_batch)
     texts = [C.decode([t for t in x if t < 256]) for x in o]
     steps = [C.split_steps(t) or [""] for t in texts]
     scores = prm_scores(prm, [(C.eval_messages(dev[i // n]), st) for i, st in enumerate(steps)])
