@@ -25,7 +25,7 @@ pub enum TaskCommand {
         out: Option<PathBuf>,
         /// Also write a `worked_solution` field: the reference solution with work lines along
         /// randomly chosen routes (training data for the bundled policy), drawn from
-        /// `SeededRng::derive(<this seed>, "ponder-task/worked/v1/<problem id>")`.
+        /// the problem's own stream of this seed (`ponder_task::worked_solution`).
         #[arg(long)]
         worked: Option<u64>,
     },
@@ -45,13 +45,9 @@ pub fn run(command: TaskCommand) -> anyhow::Result<()> {
             for p in &problems {
                 let mut record = p.to_record();
                 if let (Some(route_seed), Some(fields)) = (worked, record.as_object_mut()) {
-                    let mut rng = ponder_core::SeededRng::derive(
-                        route_seed,
-                        &format!("ponder-task/worked/v1/{}", p.id),
-                    );
                     fields.insert(
                         "worked_solution".into(),
-                        ponder_task::worked_solution(p, &mut rng).into(),
+                        ponder_task::worked_solution(p, route_seed).into(),
                     );
                 }
                 text.push_str(&serde_json::to_string(&record)?);

@@ -389,23 +389,23 @@ async fn task_generate_writes_seeded_jsonl() {
     std::fs::create_dir_all(&dir).expect("dir");
     let a = dir.join("a.jsonl");
     let b = dir.join("b.jsonl");
+    // 25 hard problems of seed 7, with `extra` flags.
+    let generate = |extra: &[&str]| {
+        let mut list = args(&[
+            "task",
+            "generate",
+            "--n",
+            "25",
+            "--seed",
+            "7",
+            "--difficulty",
+            "hard",
+        ]);
+        list.extend(args(extra));
+        ponder(list, vec![])
+    };
     for path in [&a, &b] {
-        let out = ponder(
-            args(&[
-                "task",
-                "generate",
-                "--n",
-                "25",
-                "--seed",
-                "7",
-                "--difficulty",
-                "hard",
-                "--out",
-                path.to_str().expect("utf-8"),
-            ]),
-            vec![],
-        )
-        .await;
+        let out = generate(&["--out", path.to_str().expect("utf-8")]).await;
         assert!(out.status.success(), "{}", stderr(&out));
     }
     let text = std::fs::read_to_string(&a).expect("written");
@@ -420,22 +420,7 @@ async fn task_generate_writes_seeded_jsonl() {
     assert!(lines.iter().all(|l| l.get("worked_solution").is_none()));
 
     // `--worked`: the same records plus a worked solution that checks like the reference.
-    let worked = ponder(
-        args(&[
-            "task",
-            "generate",
-            "--n",
-            "25",
-            "--seed",
-            "7",
-            "--difficulty",
-            "hard",
-            "--worked",
-            "3",
-        ]),
-        vec![],
-    )
-    .await;
+    let worked = generate(&["--worked", "3"]).await;
     assert!(worked.status.success(), "{}", stderr(&worked));
     let worked_text = String::from_utf8_lossy(&worked.stdout).into_owned();
     let problems = ponder_task::generate(7, ponder_task::Difficulty::Hard, 25);

@@ -53,11 +53,14 @@ pub(crate) struct TokenPieces {
 }
 
 impl TokenPieces {
-    pub(crate) fn from_runner(runner: &Runner) -> TokenPieces {
-        let pieces = (0..runner.n_vocab() as u32)
-            .map(|t| {
+    /// `text_forms[t]` is token `t`'s bytes with control tokens written out
+    /// (`Runner::token_bytes(t, true)`).
+    pub(crate) fn from_runner(runner: &Runner, text_forms: Vec<Vec<u8>>) -> TokenPieces {
+        let pieces = text_forms
+            .into_iter()
+            .zip(0u32..)
+            .map(|(text_form, t)| {
                 let shown = runner.token_bytes(t, false);
-                let text_form = runner.token_bytes(t, true);
                 if shown == text_form {
                     return shown;
                 }

@@ -565,10 +565,15 @@ impl Worker {
             role: header.get_str("ponder.role").map(str::to_string),
             prm: prm_tokens(&runner, path)?,
         };
-        let pieces = (0..runner.n_vocab() as u32)
-            .map(|t| String::from_utf8_lossy(&runner.token_bytes(t, true)).into_owned())
+        // Each token's text form (control tokens as written), read from llama.cpp once.
+        let text_forms: Vec<Vec<u8>> = (0..runner.n_vocab() as u32)
+            .map(|t| runner.token_bytes(t, true))
             .collect();
-        let text_pieces = TokenPieces::from_runner(&runner);
+        let pieces = text_forms
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect();
+        let text_pieces = TokenPieces::from_runner(&runner, text_forms);
         let free = (0..runner.sequences() as SeqId).collect();
         Ok(Worker {
             name,
