@@ -34,11 +34,21 @@ from model import Config, Transformer  # noqa: E402
 DATA = Path(__file__).resolve().parent.parent / ".train" / "data"
 
 
-def build_example(rec: dict, rng: random.Random, worked: bool) -> tuple[list[int], int]:
+# `ponder_task::worked::DIRECT_PROBABILITY`: the share of steps with a route that the Rust task
+# writes without a work line.
+TASK_DIRECT = 0.4
+
+
+def build_example(rec: dict, rng: random.Random, worked: bool,
+                  keep_work: float = 1.0) -> tuple[list[int], int]:
     """(tokens, index of the first loss token). With `worked`, the target is the record's
-    worked solution (work lines along random routes before some steps; see `ponder_task::worked`)."""
+    worked solution (work lines along random routes before some steps; see `ponder_task::worked`),
+    each of its work lines kept with probability `keep_work` (drawn from `rng`)."""
     prompt = C.encode(C.render_chat(C.sample_messages(rec, rng), True))
     target = rec["worked_solution"] if worked else rec["solution"]
+    if worked and keep_work < 1.0:
+        target = "\n".join(line for line in target.split("\n")
+                           if not C.is_work_line(line) or rng.random() < keep_work)
     answer = C.encode(target, parse_special=False) + [C.IM_END_ID]
     return prompt + answer, len(prompt)
 
@@ -46,9 +56,9 @@ def build_example(rec: dict, rng: random.Random, worked: bool) -> tuple[list[int
 class Batcher:
     """Random examples, grouped by length: draw `group` batches' worth, sort by length, split."""
 
-    def __init__(self, recs, weights, batch, seed, device, worked, group=32):
+    def __init__(self, recs, weights, batch, seed, device, worked, keep_work=1.0, group=32):
         self.recs, self.batch, self.device, self.group = recs, batch, device, group
-        self.worked = worked
+        self.worked, self.keep_work = worked, keep_work
         self.rng = random.Random(seed)
         self.np_rng = np.random.default_rng(seed)
         self.p = np.asarray(weights, dtype=np.float64) / np.sum(weights)
@@ -56,7 +66,7 @@ class Batcher:
 
     def _refill(self):
         idx = self.np_rng.choice(len(self.recs), size=self.batch * self.group, p=self.p)
-        ex = [build_example(self.recs[i], self.rng, self.worked) for i in idx]
+        ex = [build_example(self.recs[i], self.rng, self.worked, self.keep_work) for i in idx]
         ex.sort(key=lambda e: len(e[0]))
         batches = [ex[i:i + self.batch] for i in range(0, len(ex), self.batch)]
         self.rng.shuffle(batches)
@@ -98,6 +108,8 @@ def main():
     ap.add_argument("--tiny", action="store_true", help="CPU smoke test config")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--steps", type=int, default=0, help="0: from the measured speed and --time-limit")
+    ap.add_argument("--stop-at", type=int, default=0,
+                    help="end training after this many steps of the --steps schedule (0: all)")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--warmup", type=int, default=300)
@@ -114,11 +126,19 @@ def main():
     ap.add_argument("--keep", type=int, default=3, help="checkpoints written besides the pick")
     ap.add_argument("--worked", action="store_true",
                     help="train on worked solutions (work lines along random routes)")
+    ap.add_argument("--direct", type=float, default=TASK_DIRECT,
+                    help="with --worked: share of steps with a route written without a work line "
+                         f"(at least the task's {TASK_DIRECT}; work lines are dropped at random)")
     ap.add_argument("--final-count", type=int, default=5, help="latest checkpoints fully evaluated")
     ap.add_argument("--test-temps", default="0.7,1.0", help="temperatures of the seed-0 test evaluation")
     ap.add_argument("--max-new", type=int, default=400, help="generation limit of the evaluations")
+    ap.add_argument("--eval-batch", type=int, default=2048,
+                    help="sequences generated at once in the final evaluations (GPU memory)")
     args = ap.parse_args()
 
+    if not TASK_DIRECT <= args.direct <= 1.0:
+        ap.error(f"--direct {args.direct}: must lie in [{TASK_DIRECT}, 1]")
+    keep_work = (1.0 - args.direct) / (1.0 - TASK_DIRECT)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     random.seed(args.seed)
@@ -158,7 +178,7 @@ def main():
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=args.lr, betas=(0.9, 0.95), eps=1e-8,
                             fused=device.type == "cuda")
-    batcher = Batcher(recs, weights, args.batch, args.seed, device, args.worked)
+    batcher = Batcher(recs, weights, args.batch, args.seed, device, args.worked, keep_work)
     amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     log = {"args": vars(args), "config": cfg.to_dict(), "params": model.n_params(), "evals": []}
@@ -202,7 +222,8 @@ def main():
             el = time.time() - t_train
             print(f"step {step} loss {lv:.4f} lr {lr:.2e} tok/s {tokens_seen / max(el, 1e-9):,.0f} "
                   f"elapsed {el:.0f}s", flush=True)
-        last = step == total - 1 or time.time() - t_train > args.time_limit * 1.1
+        last = (step == total - 1 or step + 1 == args.stop_at
+                or time.time() - t_train > args.time_limit * 1.1)
         if (step + 1) % args.eval_every == 0 or last:
             te = time.time()
             r = evaluate(model, dev[:n_quick], max_new=args.max_new)
@@ -228,7 +249,7 @@ def main():
         load_fp16_state(model, st)
         te = time.time()
         r = evaluate(model, dev[:args.final_dev], n_samples=16, temperature=0.7,
-                     n_sampled_problems=args.final_sampled, seed=args.seed, batch=2048,
+                     n_sampled_problems=args.final_sampled, seed=args.seed, batch=args.eval_batch,
                      max_new=args.max_new)
         ex = r.pop("greedy_examples")
         r["step"] = s
@@ -257,7 +278,7 @@ def main():
     # Seed-0 test problems (Ponder's default synthetic-hard eval set), T=0.7 and 1.0; other prompts.
     tests = {}
     for temp in (float(t) for t in args.test_temps.split(",") if t.strip()):
-        rt = evaluate(model, test, n_samples=16, temperature=temp, seed=args.seed, batch=2048,
+        rt = evaluate(model, test, n_samples=16, temperature=temp, seed=args.seed, batch=args.eval_batch,
                       max_new=args.max_new)
         rt.pop("greedy_examples")
         tests[f"test_seed0_t{temp:g}"] = rt
