@@ -61,9 +61,19 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ponder", default=str(ROOT / "target" / "debug" / "ponder"))
     ap.add_argument("--scale", type=float, default=1.0, help="multiply training set sizes")
+    ap.add_argument("--cap", action="append", default=[], metavar="DIFFICULTY=N",
+                    help="keep the first N training problems of a difficulty (the worked-solution "
+                         "files must fit the GPU machine's 64 MiB transfer: --cap hard=110000 "
+                         "--cap medium=60000)")
     args = ap.parse_args()
     if not Path(args.ponder).exists():
         sys.exit(f"{args.ponder} missing: run `cargo build -p ponder-cli` first")
+    caps = {}
+    for c in args.cap:
+        d, _, n = c.partition("=")
+        if d not in ("easy", "medium", "hard") or not n.isdigit():
+            sys.exit(f"--cap {c!r}: expected DIFFICULTY=N with easy, medium or hard")
+        caps[d] = int(n)
     t0 = time.time()
 
     # Problems of Ponder's evaluation runs: never trained on.
@@ -89,8 +99,10 @@ def main() -> None:
     sizes = {"easy": (1001, 60000), "medium": (1002, 120000), "hard": (1003, 200000)}
     for d, (seed, n) in sizes.items():
         recs = generate(args.ponder, d, max(1, int(n * args.scale)), seed, worked=True)
-        kept = fresh(recs)
-        print(f"train_{d}: seed {seed}, {len(recs)} generated, {len(recs) - len(kept)} dropped")
+        fresh_recs = fresh(recs)
+        kept = fresh_recs[:caps.get(d)]
+        print(f"train_{d}: seed {seed}, {len(recs)} generated, {len(recs) - len(fresh_recs)} "
+              f"dropped, {len(kept)} kept")
         write(f"train_{d}", kept)
     prm_sizes = {"medium": (5002, 8000), "hard": (5003, 24000)}
     for d, (seed, n) in prm_sizes.items():

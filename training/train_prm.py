@@ -199,6 +199,8 @@ def main():
     ap.add_argument("--worked", action="store_true",
                     help="the policy writes work lines (train_policy --worked): longer rollouts")
     ap.add_argument("--max-new", type=int, default=400, help="generation limit (700 for --worked)")
+    ap.add_argument("--per-step", type=int, default=0,
+                    help="rollout tokens per remaining reference step (0: 130 with --worked, else 45)")
     ap.add_argument("--steps", type=int, default=800)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-4)
@@ -291,7 +293,7 @@ def main():
         # a continuation needs at most ~45 tokens per remaining reference step (~130 with a work
         # line) plus the answer; steps written so far are counted by their `Step` lines
         rem = max(len(s["rec"]["steps"]) - C.count_step_lines(s["steps"][:k + 1]) for s in todo)
-        per_step = 130 if args.worked else 45
+        per_step = args.per_step or (130 if args.worked else 45)
         o = gen_batched(policy, prompts, min(args.max_new, per_step * max(rem, 1) + 40), 0.7, gen,
                         args.gen_batch)
         n_roll += len(prompts)
