@@ -150,11 +150,15 @@ pub(crate) fn resolve_flags(args: &RunFlags) -> anyhow::Result<Resolved> {
     Ok(Resolved {
         backend,
         engine,
-        strategy: args
-            .strategy
-            .clone()
-            .or(file.strategy)
-            .unwrap_or_else(|| DEFAULT_STRATEGY.to_string()),
+        // Aliases resolve here, so run records name the strategy one way (`cot` is stored as
+        // `chain-of-thought`).
+        strategy: ponder_strategies::canonical_name(
+            args.strategy
+                .as_deref()
+                .or(file.strategy.as_deref())
+                .unwrap_or(DEFAULT_STRATEGY),
+        )
+        .to_string(),
         params,
         seed: args.seed.or(file.seed).unwrap_or(0),
     })

@@ -223,6 +223,7 @@ fn eval_writes_records_summary_and_report() {
     let run_json = read_json(&out.join("run.json"));
     assert_eq!(run_json["params"]["n"], 4);
     assert_eq!(run_json["seed"], 7);
+    assert_eq!(run_json["strategy"], "self-consistency");
 
     let report = ponder(&["report", &out_s], &tmp, "report");
     succeeded(&report);
@@ -236,6 +237,42 @@ fn eval_writes_records_summary_and_report() {
     let html = std::fs::read_to_string(out.join("report.html")).expect("report.html");
     assert!(html.contains("<svg"), "the page has the plot");
     assert!(!html.contains("<script"), "the page is self-contained");
+}
+
+#[test]
+fn an_alias_is_recorded_under_the_strategy_it_names() {
+    let sim = Sim::start(&[]);
+    let tmp = TempDir::new("alias");
+    let out = tmp.path("run");
+    let out_s = out.to_string_lossy().into_owned();
+    let args = [
+        "eval",
+        "--dataset",
+        "synthetic-easy",
+        "--limit",
+        "3",
+        "--backend",
+        &sim.url,
+        "--model",
+        "ponder-sim",
+        "--out",
+        &out_s,
+        "--strategy",
+    ];
+    let run = ponder(&[&args[..], &["cot"]].concat(), &tmp, "cot");
+    succeeded(&run);
+    assert_eq!(
+        read_json(&out.join("run.json"))["strategy"],
+        "chain-of-thought"
+    );
+    // The canonical name resumes the run the alias started.
+    let resumed = ponder(
+        &[&args[..], &["chain-of-thought", "--resume"]].concat(),
+        &tmp,
+        "resume",
+    );
+    succeeded(&resumed);
+    assert_eq!(json_lines(&out.join("records.jsonl")).len(), 3);
 }
 
 #[test]

@@ -18,6 +18,6 @@ pub use baseline::{Baseline, BaselineFactory};
 pub use best_of_n::{BestOfN, BestOfNFactory};
 pub use budget_forcing::{BudgetForcing, BudgetForcingFactory};
 pub use deepconf::{DeepConfFactory, DeepConfOnlineFactory};
-pub use registry::{Registry, ALIASES};
+pub use registry::{canonical_name, Registry, ALIASES};
 pub use self_consistency::{SelfConsistency, SelfConsistencyConfig, SelfConsistencyFactory};
 pub use step::{BeamSearchFactory, DvtsFactory, OnlineBestOfNFactory, ParticleFilteringFactory};

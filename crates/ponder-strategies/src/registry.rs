@@ -18,6 +18,15 @@ use crate::step::{
 /// Short names accepted for a strategy, and the strategy each stands for.
 pub const ALIASES: &[(&str, &str)] = &[("cot", "chain-of-thought")];
 
+/// The strategy name an [`ALIASES`] short name stands for; any other name as it is (what
+/// run records store, so `cot` and `chain-of-thought` runs compare as one).
+pub fn canonical_name(name: &str) -> &str {
+    ALIASES
+        .iter()
+        .find(|(alias, _)| *alias == name)
+        .map_or(name, |(_, target)| target)
+}
+
 /// Strategies by name.
 #[derive(Clone, Default)]
 pub struct Registry {
@@ -60,12 +69,8 @@ impl Registry {
     /// The factory called `name` (or an [`ALIASES`] short name of it, `cot` for
     /// `chain-of-thought`); the error lists the known names.
     pub fn get(&self, name: &str) -> Result<&Arc<dyn StrategyFactory>, BuildError> {
-        let canonical = ALIASES
-            .iter()
-            .find(|(alias, _)| *alias == name)
-            .map_or(name, |(_, target)| target);
         self.factories
-            .get(canonical)
+            .get(canonical_name(name))
             .ok_or_else(|| BuildError::UnknownStrategy {
                 name: name.to_string(),
                 known: self.names().join(", "),
@@ -112,5 +117,8 @@ mod tests {
             assert!(!r.names().contains(alias), "{alias} shadows a strategy");
         }
         assert!(r.get("Cot").is_err());
+        assert_eq!(canonical_name("cot"), "chain-of-thought");
+        assert_eq!(canonical_name("self-consistency"), "self-consistency");
+        assert_eq!(canonical_name("Cot"), "Cot");
     }
 }
