@@ -278,8 +278,8 @@ def main():
     # Seed-0 test problems (Ponder's default synthetic-hard eval set), T=0.7 and 1.0; other prompts.
     tests = {}
     for temp in (float(t) for t in args.test_temps.split(",") if t.strip()):
-        rt = evaluate(model, test, n_samples=16, temperature=temp, seed=args.seed, batch=args.eval_batch,
-                      max_new=args.max_new)
+        rt = evaluate(model, test, n_samples=16, temperature=temp, seed=args.seed,
+                      batch=args.eval_batch, max_new=args.max_new)
         rt.pop("greedy_examples")
         tests[f"test_seed0_t{temp:g}"] = rt
         print(f"test seed0 T={temp:g}: {json.dumps(rt)}", flush=True)
