@@ -6,10 +6,11 @@
 2. Label every step by Monte-Carlo rollouts (hard estimation, Math-Shepherd): a step is good
    ('+') when at least one of --rollouts continuations (T=0.7) from the prefix ending with it
    reaches the gold answer. The answer line's label is whether the solution's answer is right.
-   Shortcuts that do not change the estimate's meaning: every step of a solution that itself
-   reaches the gold answer is good (that solution is such a continuation), and once a step is
-   bad, the later steps of the same solution are bad (they extend a prefix from which no
-   rollout reached the answer).
+   Every step of a solution that itself reaches the gold answer is good (that solution is such a
+   continuation). For a wrong solution, --labels binary (the default) searches for its first bad
+   step as OmegaPRM does: a good step makes every earlier step good (its successful rollout
+   continues the shorter prefixes too), and the steps after the first bad one are taken as bad.
+   --labels sequential rolls out step 1, 2, ... in turn and stops at the first bad step.
 3. Train the PRM, initialised from the policy weights, with a two-way cross-entropy over the
    '+' / '-' logits at each <|step|> tag position (common.prm_text gives the format). With
    --synthetic-frac, that share of the examples are built from the reference solutions of other
@@ -140,6 +141,12 @@ def auc(scores, labels):
     return float((ranks[y].sum() - npos * (npos + 1) / 2) / (npos * (len(s) - npos)))
 
 
+def known(scores, labels):
+    """The (score, label) pairs whose label is known (not None), as two lists."""
+    kept = [(p, l) for p, l in zip(scores, labels) if l is not None]
+    return [p for p, _ in kept], [l for _, l in kept]
+
+
 def true_labels(rec, steps):
     """Exact labels for diagnostics: the k-th `Step` line is right while every step line so far
     equals the reference; a work line (`Work: a op b = c, ...`, before the step it computes) is
@@ -185,6 +192,161 @@ def prm_scores(prm, items, batch=256):
     return res
 
 
+def rollout_hits(policy, probes, args, gen):
+    """probes: list of (solution, k). Continues each prefix (prompt + steps[:k + 1]) args.rollouts
+    times at T=0.7 and returns, per probe, how many continuations reach the gold answer. Probes are
+    sorted by how many reference steps remain, and each chunk of --gen-batch sequences decodes at
+    most as far as its own longest expected continuation (~per_step tokens per remaining `Step`
+    line, plus the answer), so short continuations do not wait for long ones."""
+    per_step = args.per_step or (130 if args.worked else 45)
+
+    def remaining(sk):
+        s, k = sk
+        return max(len(s["rec"]["steps"]) - C.count_step_lines(s["steps"][:k + 1]), 1)
+
+    order = sorted(range(len(probes)), key=lambda i: (remaining(probes[i]), len(probes[i][0]["prompt"])))
+    hits = [0] * len(probes)
+    per_chunk = max(1, args.gen_batch // args.rollouts)
+    for c0 in range(0, len(order), per_chunk):
+        chunk = order[c0:c0 + per_chunk]
+        prompts = []
+        for i in chunk:
+            s, k = probes[i]
+            prefix = s["prompt"] + C.encode("\n".join(s["steps"][:k + 1]) + "\n", parse_special=False)
+            prompts += [prefix] * args.rollouts
+        max_new = min(args.max_new, per_step * max(remaining(probes[i]) for i in chunk) + 40)
+        o = generate(policy, prompts, max_new, 0.7, C.IM_END_ID, gen)
+        for j, i in enumerate(chunk):
+            gold = probes[i][0]["rec"]["answer"]
+            hits[i] = sum(C.final_answer(C.decode(x)) == gold
+                          for x in o[j * args.rollouts:(j + 1) * args.rollouts])
+    return hits
+
+
+def label_binary(sols, policy, args, gen, t_roll):
+    """Hard MC labels found by binary search for the first bad step (as OmegaPRM does).
+    Under hard estimation a good step k makes every earlier step good: the rollout that reached
+    the gold answer from prefix k is also a continuation of every shorter prefix. The steps after
+    a bad step are labelled bad (the same assumption label_sequential makes). A wrong solution's
+    answer line is bad, so its first bad step lies in [0, n - 1] and about log2(n) rounds of
+    rollouts, all wrong solutions in each round, find it. Right solutions need no rollouts."""
+    state = {}
+    for s in sols:
+        n = len(s["steps"])
+        s["mc_frac"] = [None] * n
+        if s["correct"]:
+            s["mc"] = [True] * n
+            continue
+        s["mc"] = [None] * n
+        last_is_answer = C.final_answer(s["steps"][-1]) is not None and not C.parse_steps(s["steps"][-1])
+        # the first bad step is in [lo, hi]; hi = n means "none found yet" when the last line is
+        # not an answer line (a cut-off solution: it may end on good steps)
+        state[id(s)] = [0, n - 1 if last_is_answer else n]
+    n_roll, rnd = 0, 0
+    while True:
+        probes = []
+        for s in sols:
+            if id(s) in state:
+                lo, hi = state[id(s)]
+                if lo < hi:
+                    probes.append((s, (lo + hi) // 2))
+        if not probes:
+            break
+        rnd += 1
+        hits = rollout_hits(policy, probes, args, gen)
+        n_roll += len(probes) * args.rollouts
+        for (s, k), h in zip(probes, hits):
+            s["mc_frac"][k] = h / args.rollouts
+            st = state[id(s)]
+            if h > 0:
+                st[0] = k + 1
+            else:
+                st[1] = k
+        print(f"  round {rnd}: {len(probes)} probes, {len(probes) * args.rollouts} rollouts "
+              f"({time.time() - t_roll:.0f}s)", flush=True)
+        if time.time() - t_roll > args.rollout_limit:
+            print("rollout time limit: the steps still searched stay unlabelled", flush=True)
+            break
+    for s in sols:
+        if id(s) in state:
+            # known so far: good before lo, bad from hi on; unknown (None) in between
+            lo, hi = state[id(s)]
+            s["mc"] = [True if k < lo else False if k >= hi else None for k in range(len(s["steps"]))]
+    return n_roll
+
+
+def label_sequential(sols, policy, args, gen, t_roll):
+    """Hard MC labels step by step: round k rolls out step k of every solution whose earlier
+    steps are all good; a bad step makes the later ones bad."""
+    for s in sols:
+        n = len(s["steps"])
+        s["mc"] = [None] * n
+        s["mc_frac"] = [None] * n
+        last_is_answer = C.final_answer(s["steps"][-1]) is not None and not C.parse_steps(s["steps"][-1])
+        if s["correct"]:
+            s["mc"] = [True] * n
+        elif last_is_answer:
+            s["mc"][-1] = False
+    n_roll = 0
+    max_k = max(len(s["steps"]) for s in sols)
+    for k in range(max_k):
+        for s in sols:
+            if k < len(s["steps"]) and s["mc"][k] is None and k > 0 and s["mc"][k - 1] is False:
+                s["mc"][k] = False
+        todo = [s for s in sols if k < len(s["steps"]) and s["mc"][k] is None]
+        if not todo:
+            continue
+        hits = rollout_hits(policy, [(s, k) for s in todo], args, gen)
+        n_roll += len(todo) * args.rollouts
+        for s, h in zip(todo, hits):
+            s["mc"][k] = h > 0
+            s["mc_frac"][k] = h / args.rollouts
+        print(f"  step {k + 1}: {len(todo)} prefixes, {len(todo) * args.rollouts} rollouts "
+              f"({time.time() - t_roll:.0f}s)", flush=True)
+        if time.time() - t_roll > args.rollout_limit:
+            print("rollout time limit: the later steps stay unlabelled", flush=True)
+            break
+    return n_roll
+
+
+def bo16_metrics(dev, texts, scores, n=16):
+    """Best-of-n on dev problems: majority vote, best candidate and PRM-weighted vote under three
+    step aggregations, pass@n, and the within-problem pairwise rate (how often a right candidate
+    outscores a wrong one of the same problem; ties count half), which is what reranking needs."""
+    res = collections.Counter()
+    pairs, wins = collections.Counter(), collections.Counter()
+    for i, r in enumerate(dev):
+        ans = [C.final_answer(t) for t in texts[i * n:(i + 1) * n]]
+        scs = scores[i * n:(i + 1) * n]
+        res["greedy_like_first"] += ans[0] == r["answer"]
+        votes = collections.Counter(a for a in ans if a is not None)
+        res["majority"] += bool(votes) and votes.most_common(1)[0][0] == r["answer"]
+        for agg, f in (("min", min), ("last", lambda v: v[-1]), ("prod", lambda v: float(np.prod(v)))):
+            vals = [f(v) if v else 0.0 for v in scs]
+            res[f"bon_{agg}"] += ans[int(np.argmax(vals))] == r["answer"]
+            w = collections.defaultdict(float)
+            for a, v in zip(ans, vals):
+                if a is not None:
+                    w[a] += v
+            res[f"weighted_{agg}"] += bool(w) and max(w, key=w.get) == r["answer"]
+        res["pass"] += r["answer"] in ans
+        # within one problem: how often a right candidate outscores a wrong one (ties count half)
+        for agg, f in (("min", min), ("last", lambda v: v[-1])):
+            vals = [f(v) if v else 0.0 for v in scs]
+            for a, va in zip(ans, vals):
+                if a != r["answer"]:
+                    continue
+                for b, vb in zip(ans, vals):
+                    if b != r["answer"]:
+                        pairs[agg] += 1
+                        wins[agg] += (va > vb) + 0.5 * (va == vb)
+    rb = {k: v / len(dev) for k, v in res.items()}
+    for agg in pairs:
+        rb[f"pairwise_{agg}"] = wins[agg] / max(1, pairs[agg])
+        rb[f"pairs_{agg}"] = pairs[agg]
+    return rb
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--policy", required=True)
@@ -193,9 +355,17 @@ def main():
     ap.add_argument("--val-frac", type=float, default=0.1)
     ap.add_argument("--bo-problems", type=int, default=200, help="dev hard problems for best-of-16")
     ap.add_argument("--seed", type=int, default=4321)
+    ap.add_argument("--compare", default="",
+                    help="another PRM (safetensors) to score the same best-of-16 samples with")
+    ap.add_argument("--eval-every", type=int, default=0,
+                    help="validate every N training steps and keep the weights with the best "
+                         "step AUC against the MC labels (0: keep the last)")
     ap.add_argument("--problems", type=int, default=3200, help="PRM problems (hard:medium 3:1)")
     ap.add_argument("--samples", type=int, default=2, help="policy solutions per problem")
     ap.add_argument("--rollouts", type=int, default=8)
+    ap.add_argument("--labels", choices=["binary", "sequential"], default="binary",
+                    help="binary: search each wrong solution for its first bad step (about "
+                         "log2(steps) rollout rounds); sequential: roll out every step in turn")
     ap.add_argument("--worked", action="store_true",
                     help="the policy writes work lines (train_policy --worked): longer rollouts")
     ap.add_argument("--max-new", type=int, default=400, help="generation limit (700 for --worked)")
@@ -264,53 +434,23 @@ def main():
     acc = sum(s["correct"] for s in sols) / max(1, len(sols))
     print(f"{len(sols)} solutions sampled, {acc:.3f} correct ({time.time() - t0:.0f}s)", flush=True)
 
-    # 2. MC labels, step by step over the solutions still undecided
-    for s in sols:
-        n = len(s["steps"])
-        s["mc"] = [None] * n
-        s["mc_frac"] = [None] * n
-        last_is_answer = C.final_answer(s["steps"][-1]) is not None and not C.parse_steps(s["steps"][-1])
-        if s["correct"]:
-            s["mc"] = [True] * n
-        elif last_is_answer:
-            s["mc"][-1] = False
-    n_roll = 0
-    max_k = max(len(s["steps"]) for s in sols)
+    # 2. MC labels
     t_roll = time.time()
-    for k in range(max_k):
-        todo = [s for s in sols if k < len(s["steps"]) and s["mc"][k] is None
-                and (k == 0 or s["mc"][k - 1] is not False)]
-        for s in sols:
-            if k < len(s["steps"]) and s["mc"][k] is None and k > 0 and s["mc"][k - 1] is False:
-                s["mc"][k] = False
-        if not todo:
-            continue
-        todo.sort(key=lambda s: len(s["prompt"]))  # similar lengths batch together
-        prompts = []
-        for s in todo:
-            prefix = s["prompt"] + C.encode("\n".join(s["steps"][:k + 1]) + "\n", parse_special=False)
-            prompts += [prefix] * args.rollouts
-        # a continuation needs at most ~45 tokens per remaining reference step (~130 with a work
-        # line) plus the answer; steps written so far are counted by their `Step` lines
-        rem = max(len(s["rec"]["steps"]) - C.count_step_lines(s["steps"][:k + 1]) for s in todo)
-        per_step = args.per_step or (130 if args.worked else 45)
-        o = gen_batched(policy, prompts, min(args.max_new, per_step * max(rem, 1) + 40), 0.7, gen,
-                        args.gen_batch)
-        n_roll += len(prompts)
-        for i, s in enumerate(todo):
-            hits = sum(C.final_answer(C.decode(x)) == s["rec"]["answer"]
-                       for x in o[i * args.rollouts:(i + 1) * args.rollouts])
-            s["mc"][k] = hits > 0
-            s["mc_frac"][k] = hits / args.rollouts
-        print(f"  step {k + 1}: {len(todo)} prefixes, {len(prompts)} rollouts "
-              f"({time.time() - t_roll:.0f}s)", flush=True)
-        if time.time() - t_roll > args.rollout_limit:
-            print("rollout time limit: solutions with unlabelled steps are dropped", flush=True)
-            break
-    sols = [s for s in sols if None not in s["mc"]]
-    labels = [x for s in sols for x in s["mc"]]
-    tl = [x for s in sols for x in true_labels(s["rec"], s["steps"])]
-    agree = sum(a == b for a, b in zip(labels, tl)) / len(labels)
+    if args.labels == "binary":
+        n_roll = label_binary(sols, policy, args, gen, t_roll)
+    else:
+        n_roll = label_sequential(sols, policy, args, gen, t_roll)
+    # A rollout time limit leaves some steps unlabelled (None): they get no loss. Dropping the
+    # solutions they belong to instead would keep mostly right ones, all '+' (logs/prm_binary_1.log).
+    n_sols = len(sols)
+    sols = [s for s in sols if any(x is not None for x in s["mc"])]
+    pairs = [(a, b) for s in sols for a, b in zip(s["mc"], true_labels(s["rec"], s["steps"]))
+             if a is not None]
+    labels = [a for a, _ in pairs]
+    agree = sum(a == b for a, b in pairs) / len(labels)
+    n_unknown = sum(x is None for s in sols for x in s["mc"])
+    print(f"{len(sols)} of {n_sols} solutions have labels; {n_unknown} steps left unlabelled",
+          flush=True)
     print(f"{n_roll} rollouts in {time.time() - t_roll:.0f}s; {len(labels)} step labels, "
           f"{sum(labels) / len(labels):.3f} good; MC vs exact agreement {agree:.3f}", flush=True)
     log.update(solutions=len(sols), solution_acc=acc, rollouts=n_roll, step_labels=len(labels),
@@ -336,7 +476,7 @@ def main():
         if len(steps) >= 2 and C.parse_steps(steps[-2]) and not C.parse_steps(steps[-1]) \
                 and rng.random() < 0.25:
             steps = steps[:-2] + [steps[-2] + "\n" + steps[-1]]
-            lab = lab[:-2] + [lab[-1]]
+            lab = lab[:-2] + [lab[-1] if lab[-1] is not None else lab[-2]]
         toks, spans = C.prm_encode(s["messages"], steps)
         lm = [-100] * len(toks)
         if args.lm_weight > 0:
@@ -350,7 +490,8 @@ def main():
         pos = [p for p, x in enumerate(toks) if x == C.STEP_ID]
         assert len(pos) == len(lab), (len(pos), len(lab))
         for p, l in zip(pos, lab):
-            tgt[p] = 0 if l else 1  # class 0 = '+', 1 = '-'
+            if l is not None:
+                tgt[p] = 0 if l else 1  # class 0 = '+', 1 = '-'
         return toks, tgt, lm
 
     prm = Transformer(cfg).to(device)
@@ -364,6 +505,13 @@ def main():
     pos_w = min(0.99, max(0.01, mix_pos))
     # Class weights so that '-' (rarer) is not ignored.
     cw = torch.tensor([0.5 / pos_w, 0.5 / (1 - pos_w)], device=device).clamp(max=5.0)
+    val_vl = [x for s in val for x in s["mc"]]
+
+    def val_auc():
+        vs = prm_scores(prm, [(s["messages"], s["steps"]) for s in val])
+        return auc(*known([x for v in vs for x in v], val_vl))
+
+    best = (-1.0, 0, None)
     t_tr = time.time()
     for step in range(args.steps):
         for g in opt.param_groups:
@@ -393,20 +541,36 @@ def main():
         opt.step()
         if step % 100 == 0:
             print(f"prm step {step} loss {loss.item():.4f} ({time.time() - t_tr:.0f}s)", flush=True)
+        if args.eval_every and (step + 1) % args.eval_every == 0:
+            prm.eval()
+            a = val_auc()
+            if a > best[0]:
+                best = (a, step + 1, {k: v.detach().clone() for k, v in prm.state_dict().items()})
+            print(f"  val AUC vs MC at step {step + 1}: {a:.3f}", flush=True)
         if time.time() - t_tr > args.time_limit:
             print(f"time limit at step {step}", flush=True)
             break
     log["prm_train_seconds"] = round(time.time() - t_tr, 1)
     log["prm_steps_done"] = step + 1
     prm.eval()
+    kept = step + 1
+    if best[2] is not None and val_auc() < best[0]:
+        prm.load_state_dict(best[2])
+        kept = best[1]
+        print(f"kept the weights of step {kept} (val AUC vs MC {best[0]:.3f})", flush=True)
+    log["prm_steps_kept"] = kept
+
+    # saved before the evaluations, which a time limit may cut short
+    save_file(fp16_state(prm), str(out / "prm.safetensors"),
+              metadata={"config": json.dumps(cfg.to_dict())})
 
     # 4. evaluation
     vs = prm_scores(prm, [(s["messages"], s["steps"]) for s in val])
     sc = [x for v in vs for x in v]
     vl = [x for s in val for x in s["mc"]]
     vt = [x for s in val for x in true_labels(s["rec"], s["steps"])]
-    acc_mc = sum((p > 0.5) == l for p, l in zip(sc, vl)) / len(sc)
-    log.update(val_steps=len(sc), val_auc_mc=auc(sc, vl), val_auc_exact=auc(sc, vt),
+    acc_mc = sum((p > 0.5) == l for p, l in zip(*known(sc, vl))) / max(1, len(known(sc, vl)[0]))
+    log.update(val_steps=len(sc), val_auc_mc=auc(*known(sc, vl)), val_auc_exact=auc(sc, vt),
                val_acc_mc=acc_mc)
     print(f"PRM val: {len(sc)} steps, AUC vs MC {log['val_auc_mc']:.3f}, vs exact "
           f"{log['val_auc_exact']:.3f}, acc@0.5 vs MC {acc_mc:.3f}", flush=True)
@@ -420,28 +584,16 @@ def main():
     texts = [C.decode([t for t in x if t < 256]) for x in o]
     steps = [C.split_steps(t) or [""] for t in texts]
     scores = prm_scores(prm, [(C.eval_messages(dev[i // n]), st) for i, st in enumerate(steps)])
-    res = collections.Counter()
-    for i, r in enumerate(dev):
-        ans = [C.final_answer(t) for t in texts[i * n:(i + 1) * n]]
-        scs = scores[i * n:(i + 1) * n]
-        res["greedy_like_first"] += ans[0] == r["answer"]
-        votes = collections.Counter(a for a in ans if a is not None)
-        res["majority"] += bool(votes) and votes.most_common(1)[0][0] == r["answer"]
-        for agg, f in (("min", min), ("last", lambda v: v[-1]), ("prod", lambda v: float(np.prod(v)))):
-            vals = [f(v) if v else 0.0 for v in scs]
-            res[f"bon_{agg}"] += ans[int(np.argmax(vals))] == r["answer"]
-            w = collections.defaultdict(float)
-            for a, v in zip(ans, vals):
-                if a is not None:
-                    w[a] += v
-            res[f"weighted_{agg}"] += bool(w) and max(w, key=w.get) == r["answer"]
-        res["pass"] += r["answer"] in ans
-    rb = {k: v / len(dev) for k, v in res.items()}
-    print(f"best-of-16 on {len(dev)} dev hard: {json.dumps(rb)}", flush=True)
+    rb = bo16_metrics(dev, texts, scores)
     log["bo16_dev_hard"] = rb
+    print(f"best-of-16 on {len(dev)} dev hard: {json.dumps(rb)}", flush=True)
+    if args.compare:
+        other, _, _ = load_policy(args.compare, device)
+        rc = bo16_metrics(dev, texts, prm_scores(other, [(C.eval_messages(dev[i // n]), st)
+                                                         for i, st in enumerate(steps)]))
+        log["bo16_dev_hard_compare"] = rc
+        print(f"the same samples scored by {args.compare}: {json.dumps(rc)}", flush=True)
 
-    save_file(fp16_state(prm), str(out / "prm.safetensors"),
-              metadata={"config": json.dumps(cfg.to_dict())})
     (out / "prm_log.json").write_text(json.dumps(log, indent=1))
     print(f"total {time.time() - t0:.0f}s; wrote {out}", flush=True)
 
