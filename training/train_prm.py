@@ -192,6 +192,11 @@ def prm_scores(prm, items, batch=256):
     return res
 
 
+def ends_with_answer(steps):
+    """Whether a solution's last step is its answer line (not a cut-off step)."""
+    return C.final_answer(steps[-1]) is not None and not C.parse_steps(steps[-1])
+
+
 def rollout_hits(policy, probes, args, gen):
     """probes: list of (solution, k). Continues each prefix (prompt + steps[:k + 1]) args.rollouts
     times at T=0.7 and returns, per probe, how many continuations reach the gold answer. Probes are
@@ -233,15 +238,13 @@ def label_binary(sols, policy, args, gen, t_roll):
     state = {}
     for s in sols:
         n = len(s["steps"])
-        s["mc_frac"] = [None] * n
         if s["correct"]:
             s["mc"] = [True] * n
             continue
         s["mc"] = [None] * n
-        last_is_answer = C.final_answer(s["steps"][-1]) is not None and not C.parse_steps(s["steps"][-1])
         # the first bad step is in [lo, hi]; hi = n means "none found yet" when the last line is
         # not an answer line (a cut-off solution: it may end on good steps)
-        state[id(s)] = [0, n - 1 if last_is_answer else n]
+        state[id(s)] = [0, n - 1 if ends_with_answer(s["steps"]) else n]
     n_roll, rnd = 0, 0
     while True:
         probes = []
@@ -256,7 +259,6 @@ def label_binary(sols, policy, args, gen, t_roll):
         hits = rollout_hits(policy, probes, args, gen)
         n_roll += len(probes) * args.rollouts
         for (s, k), h in zip(probes, hits):
-            s["mc_frac"][k] = h / args.rollouts
             st = state[id(s)]
             if h > 0:
                 st[0] = k + 1
@@ -281,11 +283,9 @@ def label_sequential(sols, policy, args, gen, t_roll):
     for s in sols:
         n = len(s["steps"])
         s["mc"] = [None] * n
-        s["mc_frac"] = [None] * n
-        last_is_answer = C.final_answer(s["steps"][-1]) is not None and not C.parse_steps(s["steps"][-1])
         if s["correct"]:
             s["mc"] = [True] * n
-        elif last_is_answer:
+        elif ends_with_answer(s["steps"]):
             s["mc"][-1] = False
     n_roll = 0
     max_k = max(len(s["steps"]) for s in sols)
@@ -300,7 +300,6 @@ def label_sequential(sols, policy, args, gen, t_roll):
         n_roll += len(todo) * args.rollouts
         for s, h in zip(todo, hits):
             s["mc"][k] = h > 0
-            s["mc_frac"][k] = h / args.rollouts
         print(f"  step {k + 1}: {len(todo)} prefixes, {len(todo) * args.rollouts} rollouts "
               f"({time.time() - t_roll:.0f}s)", flush=True)
         if time.time() - t_roll > args.rollout_limit:
@@ -569,8 +568,9 @@ def main():
     sc = [x for v in vs for x in v]
     vl = [x for s in val for x in s["mc"]]
     vt = [x for s in val for x in true_labels(s["rec"], s["steps"])]
-    acc_mc = sum((p > 0.5) == l for p, l in zip(*known(sc, vl))) / max(1, len(known(sc, vl)[0]))
-    log.update(val_steps=len(sc), val_auc_mc=auc(*known(sc, vl)), val_auc_exact=auc(sc, vt),
+    sc_k, vl_k = known(sc, vl)
+    acc_mc = sum((p > 0.5) == l for p, l in zip(sc_k, vl_k)) / max(1, len(vl_k))
+    log.update(val_steps=len(sc), val_auc_mc=auc(sc_k, vl_k), val_auc_exact=auc(sc, vt),
                val_acc_mc=acc_mc)
     print(f"PRM val: {len(sc)} steps, AUC vs MC {log['val_auc_mc']:.3f}, vs exact "
           f"{log['val_auc_exact']:.3f}, acc@0.5 vs MC {acc_mc:.3f}", flush=True)
