@@ -197,12 +197,13 @@ def ends_with_answer(steps):
     return C.final_answer(steps[-1]) is not None and not C.parse_steps(steps[-1])
 
 
-def rollout_hits(policy, probes, args, gen):
+def rollout_hits(policy, probes, args, gen, stats=None):
     """probes: list of (solution, k). Continues each prefix (prompt + steps[:k + 1]) args.rollouts
     times at T=0.7 and returns, per probe, how many continuations reach the gold answer. Probes are
     sorted by how many reference steps remain, and each chunk of --gen-batch sequences decodes at
     most as far as its own longest expected continuation (~per_step tokens per remaining `Step`
-    line, plus the answer), so short continuations do not wait for long ones."""
+    line, plus the answer), so short continuations do not wait for long ones. `stats`, when given,
+    accumulates chunks, decode steps run and decode steps allowed (to see where rollout time goes)."""
     per_step = args.per_step or (130 if args.worked else 45)
 
     def remaining(sk):
@@ -221,6 +222,11 @@ def rollout_hits(policy, probes, args, gen):
             prompts += [prefix] * args.rollouts
         max_new = min(args.max_new, per_step * max(remaining(probes[i]) for i in chunk) + 40)
         o = generate(policy, prompts, max_new, 0.7, C.IM_END_ID, gen)
+        if stats is not None:
+            stats["chunks"] = stats.get("chunks", 0) + 1
+            stats["decode"] = stats.get("decode", 0) + max(len(x) for x in o)
+            stats["allowed"] = stats.get("allowed", 0) + max_new
+            stats["prompt"] = stats.get("prompt", 0) + max(len(x) for x in prompts)
         for j, i in enumerate(chunk):
             gold = probes[i][0]["rec"]["answer"]
             hits[i] = sum(C.final_answer(C.decode(x)) == gold
@@ -256,7 +262,9 @@ def label_binary(sols, policy, args, gen, t_roll):
         if not probes:
             break
         rnd += 1
-        hits = rollout_hits(policy, probes, args, gen)
+        stats = {}
+        t_round = time.time()
+        hits = rollout_hits(policy, probes, args, gen, stats)
         n_roll += len(probes) * args.rollouts
         for (s, k), h in zip(probes, hits):
             st = state[id(s)]
@@ -264,8 +272,10 @@ def label_binary(sols, policy, args, gen, t_roll):
                 st[0] = k + 1
             else:
                 st[1] = k
-        print(f"  round {rnd}: {len(probes)} probes, {len(probes) * args.rollouts} rollouts "
-              f"({time.time() - t_roll:.0f}s)", flush=True)
+        print(f"  round {rnd}: {len(probes)} probes, {len(probes) * args.rollouts} rollouts in "
+              f"{time.time() - t_round:.0f}s ({time.time() - t_roll:.0f}s in all); {stats['chunks']} "
+              f"chunks, {stats['decode']} of {stats['allowed']} decode steps allowed, longest "
+              f"prompts sum {stats['prompt']}", flush=True)
         if time.time() - t_roll > args.rollout_limit:
             print("rollout time limit: the steps still searched stay unlabelled", flush=True)
             break
