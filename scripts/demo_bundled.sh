@@ -23,7 +23,7 @@ JOBS=${JOBS:-1}
 CORES=$(nproc)
 THREADS=${THREADS:-$(( CORES / JOBS > 0 ? CORES / JOBS : 1 ))}
 CONCURRENCY=${CONCURRENCY:-8}
-RUNS=${RUNS:-greedy sc16 deepconf-online deepconf-online-low bon16-prm bon16-prm-vote beam-prm}
+RUNS=${RUNS:-greedy sc16 deepconf-online deepconf-online-low bon16-prm bon16-prm-vote beam-prm beam-prm-distinct}
 
 args_of() {
   case $1 in
@@ -37,6 +37,8 @@ args_of() {
     bon16-prm-vote) echo "--strategy best-of-n --set n=16 --set scorer=prm --set score_aggregation=min --set selection=weighted_vote" ;;
     # One `Step k:` line per step, scored by the PRM.
     beam-prm) echo "--strategy beam-search --set beam_size=4 --set candidates_per_beam=4 --set scorer=prm --set detector=structured --set min_step_tokens=1 --set max_step_tokens=64 --set aggregation=min" ;;
+    # The same, keeping only distinct partial solutions (children of one beam are often identical).
+    beam-prm-distinct) echo "$(args_of beam-prm) --set filter_duplicates=true" ;;
     *) echo "unknown run $1" >&2; return 1 ;;
   esac
 }
