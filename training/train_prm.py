@@ -202,8 +202,8 @@ def rollout_hits(policy, probes, args, gen, stats=None):
     times at T=0.7 and returns, per probe, how many continuations reach the gold answer. Probes are
     sorted by how many reference steps remain, and each chunk of --gen-batch sequences decodes at
     most as far as its own longest expected continuation (~per_step tokens per remaining `Step`
-    line, plus the answer), so short continuations do not wait for long ones. `stats`, when given,
-    accumulates chunks, decode steps run and decode steps allowed (to see where rollout time goes)."""
+    line, plus the answer), so short continuations do not wait for long ones. `stats` (a Counter),
+    when given, accumulates chunks, decode steps run and allowed, and prompt lengths."""
     per_step = args.per_step or (130 if args.worked else 45)
 
     def remaining(sk):
@@ -223,10 +223,10 @@ def rollout_hits(policy, probes, args, gen, stats=None):
         max_new = min(args.max_new, per_step * max(remaining(probes[i]) for i in chunk) + 40)
         o = generate(policy, prompts, max_new, 0.7, C.IM_END_ID, gen)
         if stats is not None:
-            stats["chunks"] = stats.get("chunks", 0) + 1
-            stats["decode"] = stats.get("decode", 0) + max(len(x) for x in o)
-            stats["allowed"] = stats.get("allowed", 0) + max_new
-            stats["prompt"] = stats.get("prompt", 0) + max(len(x) for x in prompts)
+            stats["chunks"] += 1
+            stats["decode"] += max(len(x) for x in o)
+            stats["allowed"] += max_new
+            stats["prompt"] += max(len(x) for x in prompts)
         for j, i in enumerate(chunk):
             gold = probes[i][0]["rec"]["answer"]
             hits[i] = sum(C.final_answer(C.decode(x)) == gold
@@ -262,7 +262,7 @@ def label_binary(sols, policy, args, gen, t_roll):
         if not probes:
             break
         rnd += 1
-        stats = {}
+        stats = collections.Counter()
         t_round = time.time()
         hits = rollout_hits(policy, probes, args, gen, stats)
         n_roll += len(probes) * args.rollouts
@@ -330,6 +330,7 @@ def bo16_metrics(dev, texts, scores, n=16):
         res["greedy_like_first"] += ans[0] == r["answer"]
         votes = collections.Counter(a for a in ans if a is not None)
         res["majority"] += bool(votes) and votes.most_common(1)[0][0] == r["answer"]
+        right = [a == r["answer"] for a in ans]
         for agg, f in (("min", min), ("last", lambda v: v[-1]), ("prod", lambda v: float(np.prod(v)))):
             vals = [f(v) if v else 0.0 for v in scs]
             res[f"bon_{agg}"] += ans[int(np.argmax(vals))] == r["answer"]
@@ -338,17 +339,14 @@ def bo16_metrics(dev, texts, scores, n=16):
                 if a is not None:
                     w[a] += v
             res[f"weighted_{agg}"] += bool(w) and max(w, key=w.get) == r["answer"]
+            if agg == "prod":
+                continue
+            # within one problem: how often a right candidate outscores a wrong one (ties: half)
+            for va in (v for v, ok in zip(vals, right) if ok):
+                for vb in (v for v, ok in zip(vals, right) if not ok):
+                    pairs[agg] += 1
+                    wins[agg] += (va > vb) + 0.5 * (va == vb)
         res["pass"] += r["answer"] in ans
-        # within one problem: how often a right candidate outscores a wrong one (ties count half)
-        for agg, f in (("min", min), ("last", lambda v: v[-1])):
-            vals = [f(v) if v else 0.0 for v in scs]
-            for a, va in zip(ans, vals):
-                if a != r["answer"]:
-                    continue
-                for b, vb in zip(ans, vals):
-                    if b != r["answer"]:
-                        pairs[agg] += 1
-                        wins[agg] += (va > vb) + 0.5 * (va == vb)
     rb = {k: v / len(dev) for k, v in res.items()}
     for agg in pairs:
         rb[f"pairwise_{agg}"] = wins[agg] / max(1, pairs[agg])
@@ -576,7 +574,7 @@ def main():
     # 4. evaluation
     vs = prm_scores(prm, [(s["messages"], s["steps"]) for s in val])
     sc = [x for v in vs for x in v]
-    vl = [x for s in val for x in s["mc"]]
+    vl = val_vl
     vt = [x for s in val for x in true_labels(s["rec"], s["steps"])]
     sc_k, vl_k = known(sc, vl)
     acc_mc = sum((p > 0.5) == l for p, l in zip(sc_k, vl_k)) / max(1, len(vl_k))

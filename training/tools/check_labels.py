@@ -23,7 +23,7 @@ import train_prm as T  # noqa: E402
 rounds = []
 
 
-def oracle_hits(policy, probes, args, gen):
+def oracle_hits(policy, probes, args, gen, stats=None):
     rounds.append(len(probes))
     return [args.rollouts if k < s["first_bad"] else 0 for s, k in probes]
 
